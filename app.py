@@ -1,0 +1,114 @@
+"""The Dyonisus Deploy service: `create_app()` for gunicorn, `python app.py` for everything in one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import dramatiq
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from bot import webhook
+from core.errors import ConfigError, DeployError
+from core.settings import Settings, describe
+from models import database
+from tasks.bootstrap import bootstrap
+from tasks.broker import start_embedded_worker
+from tasks.deploy import recover_deployments
+from tasks.sweeper import Sweeper
+from web import api, pages
+from web.preview import install_preview_host
+
+log = logging.getLogger("dyonisus")
+
+
+@dataclass
+class Services:
+    """The background parts an app started; stop() ends them (tests, shutdown)."""
+
+    broker: dramatiq.Broker
+    worker: dramatiq.Worker | None = None
+    sweeper: Sweeper | None = None
+    stopped: bool = field(default=False)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.sweeper:
+            self.sweeper.stop()
+        if self.worker:
+            self.worker.stop(timeout=10_000)
+        self.broker.close()
+
+
+def create_app(settings: Settings | None = None, *, start_worker: bool | None = None) -> Flask:
+    """Build the app. With no REDIS_URL the Dramatiq worker runs in this process."""
+    settings = settings or Settings.from_env()
+    broker = bootstrap(settings)
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = webhook.MAX_PAYLOAD_BYTES + 1024 * 1024
+    services = Services(broker=broker)
+    if settings.embedded_worker if start_worker is None else start_worker:
+        services.worker = start_embedded_worker(broker, threads=settings.worker_concurrency)
+        recover_deployments(at_start=True)
+        services.sweeper = Sweeper().start()
+    app.extensions["dyonisus"] = services
+    install_preview_host(app)
+    app.register_blueprint(webhook.blueprint)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(pages.blueprint)
+    _install_connection_handling(app)
+    _install_error_pages(app)
+    return app
+
+
+def _install_connection_handling(app: Flask) -> None:
+    @app.before_request
+    def open_database() -> None:
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def close_database(_error: BaseException | None) -> None:
+        if not database.is_closed():
+            database.close()
+
+
+def _install_error_pages(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response | HTTPException:
+        if request.path.startswith("/api/") and not request.host.count("."):
+            response = jsonify({"error": error.name.lower().replace(" ", "_"), "message": error.description})
+            response.status_code = error.code or 500
+            return response
+        return error
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        app = create_app(settings)
+    except ConfigError as error:
+        print(f"dyonisus: configuration error: {error}", file=sys.stderr)
+        return 2
+    except DeployError as error:
+        print(f"dyonisus: cannot start: {error}", file=sys.stderr)
+        return 2
+    log.info("starting on http://%s:%d (%s)", settings.host, settings.port, describe(settings))
+    if not settings.github_configured:
+        log.warning("no GitHub App is configured yet: see %s/ for how to register one", settings.public_url)
+    try:
+        from werkzeug.serving import run_simple
+
+        run_simple(settings.host, settings.port, app, threaded=True)
+    finally:
+        app.extensions["dyonisus"].stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Everything that faces GitHub: webhook intake, event routing, the API client, reporting."""

@@ -1,0 +1,155 @@
+"""The GitHub API client: App JWT, cached installation tokens, and the calls the service makes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
+from githubkit.exception import GitHubException, RequestFailed
+from githubkit.response import Response
+
+from core.errors import GitHubError
+from core.settings import Settings
+
+T = TypeVar("T")
+API_VERSION = "2022-11-28"
+HEADERS = {"X-GitHub-Api-Version": API_VERSION}
+REQUEST_TIMEOUT = 30.0
+# https://docs.github.com/en/rest/commits/statuses#create-a-commit-status (observed: 140 chars)
+STATUS_DESCRIPTION_LIMIT = 140
+# https://docs.github.com/en/rest/checks/runs#create-a-check-run (summary and text: 65535 chars)
+CHECK_OUTPUT_LIMIT = 65535
+
+
+def decipher(error: GitHubException) -> GitHubError:
+    """Turn a githubkit failure into the service's GitHubError, keeping GitHub's message."""
+    # A failure inside the auth flow (the token exchange) arrives wrapped in a RequestError.
+    while not isinstance(error, RequestFailed) and isinstance(error.__cause__, GitHubException):
+        error = error.__cause__
+    if isinstance(error, RequestFailed):
+        response = error.response
+        message = ""
+        try:
+            body = response.json()
+            message = body.get("message", "") if isinstance(body, dict) else ""
+        except ValueError:
+            pass
+        request = response.raw_request
+        return GitHubError(
+            f"GitHub answered {response.status_code} to {request.method} {request.url.path}"
+            + (f": {message}" if message else ""),
+            status_code=response.status_code,
+        )
+    return GitHubError(f"GitHub cannot be reached: {error}")
+
+
+def _base_url(api_url: str) -> str:
+    # githubkit joins paths onto the base; a trailing slash keeps /api/v3 of GitHub Enterprise.
+    return api_url.rstrip("/") + "/"
+
+
+class GitHubApp:
+    """The App itself: makes clients for its installations and caches their tokens."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.github_app_id or not settings.github_private_key:
+            raise GitHubError("the GitHub App is not configured (GITHUB_APP_ID, GITHUB_PRIVATE_KEY)")
+        self.app_id = settings.github_app_id
+        self.private_key = settings.github_private_key
+        self.base_url = _base_url(settings.github_api_url)
+        # Tokens live in this cache until a minute before they expire (githubkit's rule).
+        self._cache = MemCacheStrategy()
+        self._clients: dict[int, Installation] = {}
+        self._lock = threading.Lock()
+
+    def _github(self, auth: Any) -> GitHub[Any]:
+        return GitHub(
+            auth,
+            base_url=self.base_url,
+            timeout=REQUEST_TIMEOUT,
+            cache_strategy=self._cache,
+            http_cache=False,
+            auto_retry=False,
+            trust_env=False,
+        )
+
+    def installation(self, installation_id: int) -> Installation:
+        with self._lock:
+            client = self._clients.get(installation_id)
+            if client is None:
+                auth = AppInstallationAuthStrategy(self.app_id, self.private_key, installation_id)
+                client = Installation(self._github(auth), installation_id)
+                self._clients[installation_id] = client
+            return client
+
+    def as_app(self) -> GitHub[Any]:
+        return self._github(AppAuthStrategy(self.app_id, self.private_key))
+
+
+class Installation:
+    """Calls made with one installation's token."""
+
+    def __init__(self, github: GitHub[Any], installation_id: int) -> None:
+        self.github = github
+        self.installation_id = installation_id
+
+    def _call(self, request: Callable[[], Response[Any, Any]]) -> Any:
+        try:
+            response = request()
+        except GitHubException as error:
+            raise decipher(error) from error
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def request(self, method: str, path: str, *, json: Any = None) -> Any:
+        return self._call(lambda: self.github.request(method, path, json=json, headers=HEADERS))
+
+    def create_status(
+        self, repo: str, sha: str, *, state: str, description: str, target_url: str, context: str
+    ) -> None:
+        self.request(
+            "POST",
+            f"/repos/{repo}/statuses/{sha}",
+            json={
+                "state": state,
+                "description": description[:STATUS_DESCRIPTION_LIMIT],
+                "target_url": target_url,
+                "context": context,
+            },
+        )
+
+    def create_check_run(self, repo: str, body: dict[str, Any]) -> int:
+        data = self.request("POST", f"/repos/{repo}/check-runs", json=body)
+        return int(data["id"])
+
+    def update_check_run(self, repo: str, check_run_id: int, body: dict[str, Any]) -> None:
+        self.request("PATCH", f"/repos/{repo}/check-runs/{check_run_id}", json=body)
+
+    def download_tarball(self, repo: str, ref: str, destination: Path) -> None:
+        """GET /repos/{repo}/tarball/{ref}, following GitHub's redirect to the archive."""
+        try:
+            with (
+                self.github.get_sync_client() as client,
+                client.stream("GET", f"repos/{repo}/tarball/{ref}", headers=HEADERS) as response,
+            ):
+                if response.status_code >= 400:
+                    response.read()
+                    raise GitHubError(
+                        f"GitHub answered {response.status_code} to the source download of {repo}@{ref}",
+                        status_code=response.status_code,
+                    )
+                with destination.open("wb") as handle:
+                    for chunk in response.iter_bytes():
+                        handle.write(chunk)
+        except GitHubException as error:
+            raise decipher(error) from error
+        except httpx.HTTPError as error:
+            raise GitHubError(f"the source download of {repo}@{ref} failed: {error}") from error
+        except OSError as error:
+            raise GitHubError(f"the source download of {repo}@{ref} failed: {error}") from error

@@ -1,0 +1,1 @@
+"""Shared foundations: settings, errors, identifiers and time helpers."""

@@ -1,0 +1,156 @@
+"""Peewee models: installations, projects, deployments, credentials and webhook deliveries."""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import peewee
+from playhouse import db_url
+from playhouse.migrate import SchemaMigrator, migrate
+
+from core.ids import new_id
+from core.timeutil import utcnow
+
+database = peewee.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 10_000,
+    "synchronous": "normal",
+    "foreign_keys": 1,
+}
+
+
+class DeploymentStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    BUILDING = "BUILDING"
+    READY = "READY"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (DeploymentStatus.READY, DeploymentStatus.FAILED, DeploymentStatus.CANCELLED)
+
+
+class JSONField(peewee.TextField):
+    """JSON kept as text, so that SQLite and PostgreSQL store it alike."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Installation(BaseModel):
+    id = peewee.BigIntegerField(primary_key=True)
+    account_login = peewee.CharField(default="")
+    suspended = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class Project(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=63, default=new_id)
+    owner_id = peewee.CharField()
+    name = peewee.CharField()
+    github_url = peewee.CharField()
+    github_repo_id = peewee.BigIntegerField(unique=True)
+    installation_id = peewee.BigIntegerField(null=True)
+    default_branch = peewee.CharField(default="main")
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner_id}/{self.name}"
+
+
+class Deployment(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=63, default=new_id)
+    project = peewee.ForeignKeyField(Project, backref="deployments", column_name="project_id")
+    commit_sha = peewee.CharField(max_length=40)
+    branch = peewee.CharField(null=True)
+    status = peewee.CharField(default=DeploymentStatus.PENDING.value, index=True)
+    provider = peewee.CharField(default="static")
+    provider_meta = JSONField(null=True)
+    artifact_key = peewee.CharField(null=True)
+    logs_key = peewee.CharField(null=True)
+    started_at = peewee.DateTimeField(null=True)
+    finished_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    # What asked for the deployment: push, pull_request, rerun, command.
+    trigger = peewee.CharField(default="push")
+    pr_number = peewee.IntegerField(null=True)
+    commit_message = peewee.TextField(default="")
+    # How it ended on GitHub: success, failure, error, timed_out, cancelled, skipped.
+    outcome = peewee.CharField(null=True)
+    reason = peewee.TextField(null=True)
+    check_run_id = peewee.BigIntegerField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    # A worker holds a deployment while lease_until is in the future; see tasks.deploy.
+    lease_until = peewee.DateTimeField(null=True)
+    worker_id = peewee.CharField(null=True)
+    cancel_requested = peewee.BooleanField(default=False)
+    # Whether a build message was sent; recover_deployments() sends those never sent.
+    enqueued = peewee.BooleanField(default=False)
+
+    @property
+    def state(self) -> DeploymentStatus:
+        return DeploymentStatus(self.status)
+
+    @property
+    def sha7(self) -> str:
+        return self.commit_sha[:7]
+
+
+class ProviderCredential(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=63, default=new_id)
+    user_id = peewee.CharField()
+    provider = peewee.CharField()
+    encrypted_data = peewee.TextField()
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
+class WebhookDelivery(BaseModel):
+    delivery_id = peewee.CharField(primary_key=True, max_length=100)
+    event = peewee.CharField()
+    action = peewee.CharField(null=True)
+    received_at = peewee.DateTimeField(default=utcnow)
+
+
+MODELS: list[type[BaseModel]] = [Installation, Project, Deployment, ProviderCredential, WebhookDelivery]
+
+
+def connect(url: str) -> peewee.Database:
+    """Open the database named by DATABASE_URL and bind the models to it."""
+    db = db_url.connect(url, pragmas=SQLITE_PRAGMAS) if url.startswith("sqlite") else db_url.connect(url)
+    database.initialize(db)
+    return db
+
+
+def create_schema() -> None:
+    """Create missing tables and add missing columns (additive migrations only)."""
+    db = database.obj
+    with db.connection_context():
+        db.create_tables(MODELS, safe=True)
+        migrator = SchemaMigrator.from_database(db)
+        for model in MODELS:
+            table = model._meta.table_name
+            existing = {column.name for column in db.get_columns(table)}
+            missing = [f for f in model._meta.sorted_fields if f.column_name not in existing]
+            operations = [migrator.add_column(table, f.column_name, f) for f in missing]
+            if operations:
+                migrate(*operations)
+
+
+def lease_expiry(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)

@@ -1,0 +1,1 @@
+"""Background work: the broker, the actors, and the deployment pipeline they run."""
