@@ -20,6 +20,7 @@ from tasks.deploy import recover_deployments
 from tasks.sweeper import Sweeper
 from web import api, pages
 from web.preview import install_preview_host
+from web.urls import preview_label
 
 log = logging.getLogger("dyonisus")
 
@@ -80,7 +81,8 @@ def _install_connection_handling(app: Flask) -> None:
 def _install_error_pages(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response | HTTPException:
-        if request.path.startswith("/api/") and not request.host.count("."):
+        settings: Settings = app.config["SETTINGS"]
+        if request.path.startswith("/api/") and preview_label(settings, request.host) is None:
             response = jsonify({"error": error.name.lower().replace(" ", "_"), "message": error.description})
             response.status_code = error.code or 500
             return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -92,7 +93,7 @@ class Service:
         secret: str = WEBHOOK_SECRET,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        body = payload if isinstance(payload, bytes) else __import__("json").dumps(payload).encode()
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent = {
             "X-GitHub-Event": event,
             "X-GitHub-Delivery": delivery or str(uuid.uuid4()),

@@ -1,0 +1,90 @@
+"""Settings: defaults, `.env`, and a clear message for every missing or malformed value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.settings import Settings
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_embedded_defaults() -> None:
+    settings = Settings.from_env({}, dotenv=None)
+    assert settings.database_url == "sqlite:///dyonisus.db"
+    assert settings.storage_url == "./var/storage"
+    assert settings.redis_url is None and settings.embedded_worker
+    assert settings.github_api_url == "https://api.github.com"
+    assert settings.public_url == "http://localhost:3000"
+    assert settings.preview_domain == "localhost"
+    assert (settings.port, settings.build_timeout, settings.worker_concurrency) == (3000, 900, 2)
+    assert not settings.github_configured
+
+
+def test_environment_wins_over_dotenv(tmp_path: Path, rsa_key: tuple[str, str]) -> None:
+    dotenv = tmp_path / ".env"
+    key = rsa_key[0].replace("\n", "\\n")
+    dotenv.write_text(
+        f'GITHUB_APP_ID=42\nGITHUB_PRIVATE_KEY="{key}"\nGITHUB_WEBHOOK_SECRET=s3cret # comment\n'
+        "PORT=4000\nPUBLIC_URL=http://deploy.example.com/\nexport BUILD_TIMEOUT=60\n"
+    )
+    settings = Settings.from_env({"PORT": "5000"}, dotenv=dotenv)
+    assert settings.port == 5000
+    assert settings.github_app_id == "42" and settings.github_webhook_secret == "s3cret"
+    assert settings.public_url == "http://deploy.example.com"
+    assert settings.build_timeout == 60
+    assert "BEGIN RSA PRIVATE KEY" in (settings.github_private_key or "")
+
+
+def test_private_key_from_a_path(tmp_path: Path, rsa_key: tuple[str, str]) -> None:
+    path = tmp_path / "app.pem"
+    path.write_text(rsa_key[0])
+    env = {"GITHUB_APP_ID": "7", "GITHUB_PRIVATE_KEY_PATH": str(path), "GITHUB_WEBHOOK_SECRET": "x"}
+    assert Settings.from_env(env, dotenv=None).github_private_key == rsa_key[0].strip() + "\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "eighty"}, "PORT must be a whole number"),
+        ({"PORT": "70000"}, "PORT must be at most 65535"),
+        ({"BUILD_TIMEOUT": "0"}, "BUILD_TIMEOUT must be at least 1"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must be a URL like sqlite://"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must be a URL like redis://"),
+        ({"STORAGE_URL": "s3://"}, "STORAGE_URL must name a bucket"),
+        ({"STORAGE_URL": "ftp://host/x"}, "STORAGE_URL must be a path"),
+        ({"PUBLIC_URL": "localhost:3000"}, "PUBLIC_URL must be a URL"),
+        ({"PREVIEW_DOMAIN": "bad domain!"}, "PREVIEW_DOMAIN must be a host name"),
+        ({"GITHUB_APP_ID": "12"}, "GITHUB_PRIVATE_KEY, GITHUB_WEBHOOK_SECRET missing"),
+        (
+            {"GITHUB_APP_ID": "12", "GITHUB_PRIVATE_KEY": "not a key", "GITHUB_WEBHOOK_SECRET": "x"},
+            "GITHUB_PRIVATE_KEY must be the App's private key in PEM form",
+        ),
+        (
+            {"GITHUB_APP_ID": "12", "GITHUB_PRIVATE_KEY_PATH": "/nonexistent.pem", "GITHUB_WEBHOOK_SECRET": "x"},
+            "GITHUB_PRIVATE_KEY_PATH points to '/nonexistent.pem', which cannot be read",
+        ),
+    ],
+)
+def test_bad_settings_say_which_and_what(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        Settings.from_env(env, dotenv=None)
+
+
+def test_bad_setting_at_start_is_a_readable_message(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PORT": "eighty"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "configuration error: PORT must be a whole number, got 'eighty'" in result.stderr
+    assert "Traceback" not in result.stderr
