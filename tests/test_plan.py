@@ -60,7 +60,7 @@ def test_config_errors_name_the_key() -> None:
         ("root: /etc", "root must be a path inside"),
         ("colour: blue", "unknown keys: colour"),
         ("- a\n- b", "must be a mapping"),
-        ("build_command: \"echo 'unterminated\"", "cannot be split"),
+        ('build_command: "echo \'unterminated"', "cannot be split"),
         ("builder: heroku", "builder must be one of static, docker"),
         ("build_command: ''", "build_command is empty"),
         ("a: [", "not valid YAML"),
