@@ -153,3 +153,45 @@ class Installation:
             raise GitHubError(f"the source download of {repo}@{ref} failed: {error}") from error
         except OSError as error:
             raise GitHubError(f"the source download of {repo}@{ref} failed: {error}") from error
+
+    # -- GitHub Deployments (https://docs.github.com/en/rest/deployments) ----------------
+    def create_deployment(self, repo: str, body: dict[str, Any]) -> int | None:
+        """The new deployment's id; None when GitHub answered 202 (it merged instead)."""
+        data = self.request("POST", f"/repos/{repo}/deployments", json=body)
+        return int(data["id"]) if isinstance(data, dict) and "id" in data else None
+
+    def create_deployment_status(self, repo: str, deployment_id: int, body: dict[str, Any]) -> None:
+        self.request("POST", f"/repos/{repo}/deployments/{deployment_id}/statuses", json=body)
+
+    # -- comments and reactions (https://docs.github.com/en/rest/issues/comments) ---------
+    def list_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
+        comments: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            batch = self.request("GET", f"/repos/{repo}/issues/{number}/comments?per_page=100&page={page}")
+            if not batch:
+                return comments
+            comments.extend(batch)
+            if len(batch) < 100:
+                return comments
+            page += 1
+
+    def create_comment(self, repo: str, number: int, body: str) -> int:
+        data = self.request("POST", f"/repos/{repo}/issues/{number}/comments", json={"body": body})
+        return int(data["id"])
+
+    def update_comment(self, repo: str, comment_id: int, body: str) -> None:
+        self.request("PATCH", f"/repos/{repo}/issues/comments/{comment_id}", json={"body": body})
+
+    def create_reaction(self, repo: str, comment_id: int, content: str) -> None:
+        self.request("POST", f"/repos/{repo}/issues/comments/{comment_id}/reactions", json={"content": content})
+
+    def get_permission(self, repo: str, username: str) -> str:
+        data = self.request("GET", f"/repos/{repo}/collaborators/{username}/permission")
+        return str((data or {}).get("permission") or "none")
+
+    def get_commit(self, repo: str, sha: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/repos/{repo}/commits/{sha}") or {})
+
+    def get_pull_request(self, repo: str, number: int) -> dict[str, Any]:
+        return dict(self.request("GET", f"/repos/{repo}/pulls/{number}") or {})

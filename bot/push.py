@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
-from bot.plan import plan_push, repo_ref
-from bot.projects import create_deployment, upsert_project
+from bot.deployments import Request, open_pull_request_for, request_deployment
+from bot.plan import changed_paths, plan_push, repo_ref
+from bot.projects import upsert_project
 from bot.router import Event, Outcome, Router
 
 router = Router()
-log = logging.getLogger(__name__)
 
 
 @router.register("push")
@@ -20,8 +18,17 @@ def push(event: Event) -> Outcome:
         return Outcome(notes=[f"no build: {plan.reason if ref else 'no repository in the payload'}"])
     if ref.installation_id is None:
         return Outcome(notes=["no build: the delivery names no installation of the App"])
-    project = upsert_project(ref)
     assert plan.sha is not None
-    deployment = create_deployment(project, sha=plan.sha, branch=plan.branch, trigger="push", message=plan.message)
-    log.info("push to %s@%s: deployment %s", project.full_name, plan.branch, deployment.id)
-    return Outcome(builds=[deployment.id], notes=[f"deployment {deployment.id} created"])
+    project = upsert_project(ref)
+    pull = open_pull_request_for(project, plan.branch)
+    return request_deployment(
+        project,
+        Request(
+            sha=plan.sha,
+            branch=plan.branch,
+            trigger="push",
+            pr_number=pull.number if pull else None,
+            message=plan.message,
+            changed_paths=changed_paths(event.payload),
+        ),
+    )

@@ -12,6 +12,18 @@ from core.timeutil import isoformat, utcnow
 STATUS_CONTEXT = "dyonisus/deploy"
 CHECK_RUN_NAME = "Dyonisus Deploy"
 LOG_TAIL_LINES = 80
+# Check run buttons: label <= 20, description <= 40, identifier <= 20 characters.
+REDEPLOY_ACTION = {"label": "Redeploy", "description": "Build and deploy this commit again", "identifier": "redeploy"}
+CANCEL_ACTION = {"label": "Cancel", "description": "Stop this deployment", "identifier": "cancel"}
+# GitHub deployment status for each outcome (https://docs.github.com/en/rest/deployments/statuses).
+DEPLOYMENT_STATES = {
+    "success": "success",
+    "failure": "failure",
+    "timed_out": "failure",
+    "error": "error",
+    "cancelled": "inactive",
+    "skipped": "inactive",
+}
 
 # How a finished deployment shows on GitHub: (commit status state, check run conclusion).
 OUTCOMES: dict[str, tuple[str, str]] = {
@@ -101,10 +113,12 @@ def check_run_body(report: Report) -> dict[str, Any]:
     if report.outcome is None:
         body["status"] = "in_progress"
         body["started_at"] = isoformat(utcnow())
+        body["actions"] = [CANCEL_ACTION]
     else:
         body["status"] = "completed"
         body["conclusion"] = OUTCOMES[report.outcome][1]
         body["completed_at"] = isoformat(utcnow())
+        body["actions"] = [REDEPLOY_ACTION]
     return body
 
 
@@ -128,3 +142,31 @@ def send_check_run(github: Installation, report: Report, check_run_id: int | Non
     body.pop("head_sha")
     github.update_check_run(report.repo, check_run_id, body)
     return check_run_id
+
+
+def deployment_body(*, ref: str, environment: str, production: bool, deployment_id: str, sha: str) -> dict[str, Any]:
+    """A GitHub Deployment that neither merges branches nor waits on our own pending status."""
+    return {
+        "ref": ref,
+        "task": "deploy",
+        "auto_merge": False,
+        "required_contexts": [],
+        "environment": environment,
+        "transient_environment": not production,
+        "production_environment": production,
+        "description": shorten(f"Dyonisus Deploy {sha[:7]}", STATUS_DESCRIPTION_LIMIT),
+        "payload": {"dyonisus_deployment": deployment_id, "sha": sha},
+    }
+
+
+def deployment_status_body(report: Report) -> dict[str, Any]:
+    state = "in_progress" if report.outcome is None else DEPLOYMENT_STATES[report.outcome]
+    body: dict[str, Any] = {
+        "state": state,
+        "log_url": report.details_url,
+        "description": status_description(report),
+        "auto_inactive": True,
+    }
+    if report.outcome == "success" and report.preview_url:
+        body["environment_url"] = report.preview_url
+    return body

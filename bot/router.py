@@ -37,6 +37,10 @@ class Outcome:
         self.jobs.extend(other.jobs)
         self.notes.extend(other.notes)
 
+    def merged(self, other: Outcome) -> Outcome:
+        self.merge(other)
+        return self
+
 
 Handler = Callable[[Event], Outcome | None]
 

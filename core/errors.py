@@ -38,6 +38,9 @@ class UnsafeArchive(BuildFailed):
 class InfrastructureError(DeployError):
     """A dependency of the service failed: GitHub, storage, the engine. Retried, then `error`."""
 
+    # Whether a build that met this error goes back to the queue (with backoff) before failing.
+    retryable: bool = True
+
 
 class GitHubError(InfrastructureError):
     """GitHub answered with an error or could not be reached."""
@@ -49,3 +52,21 @@ class GitHubError(InfrastructureError):
 
 class StorageError(InfrastructureError):
     """Artifact or log storage could not be read or written."""
+
+
+class EngineUnavailable(InfrastructureError):
+    """The Docker engine at DOCKER_HOST cannot be reached: Docker deployments fail at once."""
+
+    retryable = False
+
+
+class RegistryError(InfrastructureError):
+    """The image registry refused a push or pull, or its credential cannot be read."""
+
+
+class BuildSkipped(DeployError):
+    """The deployment is not needed (a skip marker, or no path of interest changed)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -77,6 +77,7 @@ class Project(BaseModel):
 class Deployment(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=63, default=new_id)
     project = peewee.ForeignKeyField(Project, backref="deployments", column_name="project_id")
+    project_id: str
     commit_sha = peewee.CharField(max_length=40)
     branch = peewee.CharField(null=True)
     status = peewee.CharField(default=DeploymentStatus.PENDING.value, index=True)
@@ -102,6 +103,16 @@ class Deployment(BaseModel):
     cancel_requested = peewee.BooleanField(default=False)
     # Whether a build message was sent; recover_deployments() sends those never sent.
     enqueued = peewee.BooleanField(default=False)
+    # Deployments of one lane (a branch, or a pull request) supersede each other.
+    lane = peewee.CharField(default="", index=True)
+    # The GitHub Deployments environment: Production, or Preview (pr-<n>) / Preview (<branch>).
+    environment = peewee.CharField(default="")
+    github_deployment_id = peewee.BigIntegerField(null=True)
+    # Files the triggering push changed (None when unknown), for the `paths` filter.
+    changed_paths = JSONField(null=True)
+    # Where the source comes from when it is not the commit of the base repository itself.
+    source_ref = peewee.CharField(null=True)
+    from_fork = peewee.BooleanField(default=False)
 
     @property
     def state(self) -> DeploymentStatus:
@@ -110,6 +121,39 @@ class Deployment(BaseModel):
     @property
     def sha7(self) -> str:
         return self.commit_sha[:7]
+
+
+class PullRequest(BaseModel):
+    id = peewee.AutoField()
+    project = peewee.ForeignKeyField(Project, backref="pull_requests", column_name="project_id")
+    project_id: str
+    number = peewee.IntegerField()
+    head_ref = peewee.CharField(default="")
+    head_sha = peewee.CharField(default="")
+    base_ref = peewee.CharField(default="")
+    from_fork = peewee.BooleanField(default=False)
+    state = peewee.CharField(default="open")
+    # The sticky comment: its id, and a digest of the body last written (no edit when equal).
+    comment_id = peewee.BigIntegerField(null=True)
+    comment_digest = peewee.CharField(null=True)
+    # Held while one worker writes the comment, so two events never post two comments.
+    comment_lock_until = peewee.DateTimeField(null=True)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("project", "number"), True),)
+
+
+class Alias(BaseModel):
+    """A stable preview host label pointing at the newest READY deployment of its lane."""
+
+    label = peewee.CharField(primary_key=True, max_length=63)
+    project = peewee.ForeignKeyField(Project, backref="aliases", column_name="project_id")
+    deployment = peewee.ForeignKeyField(Deployment, backref="aliases", column_name="deployment_id")
+    deployment_id: str
+    # The deployment's creation time: an alias only moves to a newer one.
+    deployment_created_at = peewee.DateTimeField()
+    kind = peewee.CharField()
 
 
 class ProviderCredential(BaseModel):
@@ -127,7 +171,15 @@ class WebhookDelivery(BaseModel):
     received_at = peewee.DateTimeField(default=utcnow)
 
 
-MODELS: list[type[BaseModel]] = [Installation, Project, Deployment, ProviderCredential, WebhookDelivery]
+MODELS: list[type[BaseModel]] = [
+    Installation,
+    Project,
+    Deployment,
+    PullRequest,
+    Alias,
+    ProviderCredential,
+    WebhookDelivery,
+]
 
 
 def connect(url: str) -> peewee.Database:

@@ -1,19 +1,25 @@
-"""The actors: build a deployment, report it to GitHub, and recover work a crash left behind."""
+"""The actors: build a deployment, report it to GitHub, keep the PR comment, recover lost work."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from pathlib import Path
 
 import dramatiq
 
 from builders.base import BuildOutput
 from builders.log import BuildLog
-from core.errors import BuildCancelled, BuildFailed, GitHubError, InfrastructureError, StorageError
+from core.errors import (
+    BuildCancelled,
+    BuildFailed,
+    BuildSkipped,
+    GitHubError,
+    InfrastructureError,
+    StorageError,
+)
 from core.timeutil import utcnow
-from models import Deployment, DeploymentStatus
-from tasks import pipeline
+from models import Deployment, DeploymentStatus, Project, PullRequest
+from tasks import pipeline, previews
 from tasks.broker import UNBOUND
 from tasks.runtime import Runtime, current
 
@@ -22,6 +28,20 @@ log = logging.getLogger(__name__)
 # Builds enforce their own time limits; Dramatiq's default of 10 minutes must not cut them.
 ACTOR_TIME_LIMIT_MS = 48 * 3600 * 1000
 STALE_PENDING_SECONDS = 10
+LANE_WAIT_SECONDS = 0.5
+MAX_REPORT_RETRIES = 12
+
+
+def _retry_on_infrastructure(retries: int, error: Exception) -> bool:
+    return isinstance(error, InfrastructureError) and retries < MAX_REPORT_RETRIES
+
+
+RETRIED = {
+    "max_retries": MAX_REPORT_RETRIES,
+    "min_backoff": 1000,
+    "max_backoff": 300_000,
+    "retry_when": _retry_on_infrastructure,
+}
 
 
 @dramatiq.actor(broker=UNBOUND, queue_name="builds", max_retries=0, time_limit=ACTOR_TIME_LIMIT_MS)
@@ -31,25 +51,42 @@ def build_deployment(deployment_id: str) -> None:
         run_deployment(runtime, deployment_id)
     except Exception as error:
         log.exception("deployment %s failed unexpectedly", deployment_id)
-        fail_unexpectedly(runtime, deployment_id, error)
+        fail_unexpectedly(deployment_id, error)
 
 
-def _retry_report(retries: int, error: Exception) -> bool:
-    return isinstance(error, InfrastructureError) and retries < 12
-
-
-@dramatiq.actor(
-    broker=UNBOUND,
-    queue_name="reports",
-    max_retries=12,
-    min_backoff=1000,
-    max_backoff=300_000,
-    retry_when=_retry_report,
-)
+@dramatiq.actor(broker=UNBOUND, queue_name="reports", **RETRIED)  # type: ignore[call-overload]
 def report_deployment(deployment_id: str) -> None:
     deployment = Deployment.get_or_none(Deployment.id == deployment_id)
     if deployment is not None and deployment.state.finished:
         pipeline.report_finished(current(), deployment)
+        _refresh_comment(deployment)
+
+
+@dramatiq.actor(broker=UNBOUND, queue_name="reports", **RETRIED)  # type: ignore[call-overload]
+def update_pr_comment(project_id: str, number: int) -> None:
+    if not previews.sync_comment(current(), project_id, number):
+        # Another worker is writing this comment right now; come back when it is done.
+        update_pr_comment.send_with_options(args=(project_id, number), delay=int(LANE_WAIT_SECONDS * 1000))
+
+
+@dramatiq.actor(broker=UNBOUND, queue_name="reports", **RETRIED)  # type: ignore[call-overload]
+def close_pull_request(project_id: str, number: int) -> None:
+    """Mark the PR's GitHub deployments inactive and say in the comment that the preview is gone."""
+    runtime = current()
+    project = Project.get_or_none(Project.id == project_id)
+    if project is None:
+        return
+    github = runtime.installation(project.installation_id)
+    rows = Deployment.select(Deployment.github_deployment_id).where(
+        (Deployment.project == project)
+        & (Deployment.pr_number == number)
+        & Deployment.github_deployment_id.is_null(False)
+    )
+    for github_id in sorted({row.github_deployment_id for row in rows if row.github_deployment_id is not None}):
+        github.create_deployment_status(
+            project.full_name, github_id, {"state": "inactive", "description": "Pull request closed"}
+        )
+    update_pr_comment.send(project_id, number)
 
 
 def enqueue_build(deployment_id: str, *, delay_seconds: float = 0) -> None:
@@ -59,7 +96,28 @@ def enqueue_build(deployment_id: str, *, delay_seconds: float = 0) -> None:
     Deployment.update(enqueued=True).where(Deployment.id == deployment_id).execute()
 
 
+def _lane_busy(deployment_id: str) -> bool:
+    """Whether another deployment of the same lane is still running (one build per lane)."""
+    row = Deployment.get_or_none(Deployment.id == deployment_id)
+    if row is None or not row.lane:
+        return False
+    return (
+        Deployment.select()
+        .where(
+            (Deployment.project == row.project_id)
+            & (Deployment.lane == row.lane)
+            & (Deployment.id != row.id)
+            & (Deployment.status == DeploymentStatus.BUILDING.value)
+            & (Deployment.lease_until >= utcnow())
+        )
+        .exists()
+    )
+
+
 def run_deployment(runtime: Runtime, deployment_id: str) -> None:
+    if _lane_busy(deployment_id):
+        enqueue_build(deployment_id, delay_seconds=LANE_WAIT_SECONDS)
+        return
     deployment = pipeline.claim(deployment_id, runtime.worker_id)
     if deployment is None:
         return
@@ -84,52 +142,46 @@ def _build_and_record(runtime: Runtime, deployment: Deployment) -> bool:
         build_log.redact(*runtime.settings.secret_values())
         try:
             github = runtime.installation(deployment.project.installation_id)
-            pipeline.report_started(runtime, github, deployment)
+            pipeline.report_started(runtime, github, deployment, build_log)
+            _refresh_comment(deployment)
             output = pipeline.build(runtime, deployment, github, work, build_log, heartbeat)
             build_log.step("build succeeded; storing the artifact")
-            fields = _store(runtime, deployment.id, work, output, build_log)
-            pipeline.finish(
+            fields = _store(runtime, deployment.id, output, build_log)
+            if pipeline.finish(
                 deployment.id, worker, status=DeploymentStatus.READY, outcome="success", reason=None, **fields
-            )
+            ):
+                previews.move_aliases(Deployment.get_by_id(deployment.id))
+        except BuildSkipped as skipped:
+            build_log.step(skipped.reason)
+            _end(runtime, deployment, build_log, DeploymentStatus.CANCELLED, "skipped", skipped.reason)
         except BuildCancelled:
             reason = Deployment.get_by_id(deployment.id).reason or "Cancelled"
-            pipeline.finish(
-                deployment.id,
-                worker,
-                status=DeploymentStatus.CANCELLED,
-                outcome="cancelled",
-                reason=reason,
-                logs_key=_store_log(runtime, deployment.id, build_log),
-            )
+            _end(runtime, deployment, build_log, DeploymentStatus.CANCELLED, "cancelled", reason)
         except BuildFailed as error:
             build_log.step(f"build failed: {error.reason}")
-            pipeline.finish(
-                deployment.id,
-                worker,
-                status=DeploymentStatus.FAILED,
-                outcome=error.conclusion,
-                reason=error.reason,
-                logs_key=_store_log(runtime, deployment.id, build_log),
-            )
+            _end(runtime, deployment, build_log, DeploymentStatus.FAILED, error.conclusion, error.reason)
         except InfrastructureError as error:
             build_log.step(f"service error: {error}")
-            logs = _store_log(runtime, deployment.id, build_log)
-            if deployment.attempts < pipeline.MAX_ATTEMPTS and _requeue(deployment, worker):
+            if error.retryable and deployment.attempts < pipeline.MAX_ATTEMPTS and _requeue(deployment, worker):
+                _store_log(runtime, deployment.id, build_log)
                 delay = pipeline.BACKOFF_SECONDS[min(deployment.attempts, len(pipeline.BACKOFF_SECONDS)) - 1]
                 log.warning("deployment %s hit %s; retrying in %s s", deployment.id, error, delay)
                 enqueue_build(deployment.id, delay_seconds=delay)
                 return False
-            pipeline.finish(
-                deployment.id, worker, status=DeploymentStatus.FAILED, outcome="error", reason=str(error), logs_key=logs
-            )
+            _end(runtime, deployment, build_log, DeploymentStatus.FAILED, "error", str(error))
         finally:
             build_log.close()
     return True
 
 
-def _store(
-    runtime: Runtime, deployment_id: str, work: Path, output: BuildOutput, build_log: BuildLog
-) -> dict[str, object]:
+def _end(
+    runtime: Runtime, deployment: Deployment, build_log: BuildLog, status: DeploymentStatus, outcome: str, reason: str
+) -> None:
+    logs = _store_log(runtime, deployment.id, build_log)
+    pipeline.finish(deployment.id, runtime.worker_id, status=status, outcome=outcome, reason=reason, logs_key=logs)
+
+
+def _store(runtime: Runtime, deployment_id: str, output: BuildOutput, build_log: BuildLog) -> dict[str, object]:
     fields: dict[str, object] = {"provider_meta": output.provider_meta}
     if output.artifact is not None:
         key = pipeline.artifact_key(deployment_id)
@@ -163,6 +215,11 @@ def _requeue(deployment: Deployment, worker_id: str) -> bool:
     return bool(updated)
 
 
+def _refresh_comment(deployment: Deployment) -> None:
+    if deployment.pr_number is not None:
+        update_pr_comment.send(deployment.project_id, deployment.pr_number)
+
+
 def _report(runtime: Runtime, deployment_id: str) -> None:
     deployment = Deployment.get_by_id(deployment_id)
     try:
@@ -170,18 +227,22 @@ def _report(runtime: Runtime, deployment_id: str) -> None:
     except GitHubError as error:
         log.warning("reporting %s failed (%s); retrying in the background", deployment_id, error)
         report_deployment.send(deployment_id)
+        return
+    _refresh_comment(deployment)
 
 
-def fail_unexpectedly(runtime: Runtime, deployment_id: str, error: Exception) -> None:
+def fail_unexpectedly(deployment_id: str, error: Exception) -> None:
     reason = f"internal error of the service ({type(error).__name__}); see the service log"
+    unfinished = [DeploymentStatus.PENDING.value, DeploymentStatus.BUILDING.value]
     finished = (
         Deployment.update(
-            status=DeploymentStatus.FAILED.value, outcome="error", reason=reason, finished_at=utcnow(), lease_until=None
+            status=DeploymentStatus.FAILED.value,
+            outcome="error",
+            reason=reason,
+            finished_at=utcnow(),
+            lease_until=None,
         )
-        .where(
-            (Deployment.id == deployment_id)
-            & Deployment.status.in_([DeploymentStatus.PENDING.value, DeploymentStatus.BUILDING.value])
-        )
+        .where((Deployment.id == deployment_id) & Deployment.status.in_(unfinished))
         .execute()
     )
     if finished:
@@ -213,3 +274,6 @@ def recover_deployments(*, at_start: bool) -> int:
             lease_until = row.lease_until or now
             enqueue_build(row.id, delay_seconds=(lease_until - now).total_seconds() + 1)
     return count
+
+
+__all__ = ["PullRequest", "build_deployment", "close_pull_request", "enqueue_build", "report_deployment"]

@@ -16,17 +16,15 @@ from peewee import Expression, fn
 
 from bot import report as reporting
 from bot.github import Installation
-from builders.base import BuildContext, BuildOutput, build_environment, choose_builder
+from bot.plan import paths_match, skip_marker
+from builders.base import BuildContext, Builder, BuildOutput, build_environment, choose_builder
 from builders.config import CONFIG_FILE_NAMES, RepoConfig, parse_config
 from builders.log import BuildLog
 from builders.runner import CommandRunner
 from builders.static import StaticBuilder
 from builders.unpack import unpack_source
-from core.errors import (
-    BuildFailed,
-    ConfigError,
-    InfrastructureError,
-)
+from core.errors import BuildFailed, BuildSkipped, ConfigError, GitHubError, InfrastructureError
+from core.settings import Settings
 from core.timeutil import utcnow
 from models import Deployment, DeploymentStatus, lease_expiry
 from tasks.runtime import Runtime
@@ -116,13 +114,41 @@ def base_report(runtime: Runtime, deployment: Deployment) -> reporting.Report:
     )
 
 
-def report_started(runtime: Runtime, github: Installation, deployment: Deployment) -> None:
+def report_started(runtime: Runtime, github: Installation, deployment: Deployment, log: BuildLog) -> None:
     report = base_report(runtime, deployment)
     reporting.send_status(github, report)
     check_run_id = reporting.send_check_run(github, report, deployment.check_run_id)
     if check_run_id != deployment.check_run_id:
         deployment.check_run_id = check_run_id
         Deployment.update(check_run_id=check_run_id).where(Deployment.id == deployment.id).execute()
+    _start_github_deployment(github, deployment, report, log)
+
+
+def _start_github_deployment(
+    github: Installation, deployment: Deployment, report: reporting.Report, log: BuildLog
+) -> None:
+    """Create the GitHub Deployment (once) and mark it in progress; a refusal is not fatal."""
+    repo = deployment.project.full_name
+    try:
+        if deployment.github_deployment_id is None:
+            body = reporting.deployment_body(
+                ref=deployment.branch if deployment.branch and not deployment.from_fork else deployment.commit_sha,
+                environment=deployment.environment or "Preview",
+                production=deployment.environment == "Production",
+                deployment_id=deployment.id,
+                sha=deployment.commit_sha,
+            )
+            github_id = github.create_deployment(repo, body)
+            if github_id is None:
+                log.step("GitHub did not create a deployment (it answered 202); going on without one")
+                return
+            deployment.github_deployment_id = github_id
+            Deployment.update(github_deployment_id=github_id).where(Deployment.id == deployment.id).execute()
+        github.create_deployment_status(repo, deployment.github_deployment_id, reporting.deployment_status_body(report))
+    except GitHubError as error:
+        if error.status_code is None or error.status_code >= 500:
+            raise
+        log.step(f"GitHub refused the deployment record ({error}); the build goes on")
 
 
 def report_finished(runtime: Runtime, deployment: Deployment) -> None:
@@ -135,7 +161,15 @@ def report_finished(runtime: Runtime, deployment: Deployment) -> None:
         base_report(runtime, deployment), outcome=deployment.outcome, reason=deployment.reason, log_tail=tail
     )
     reporting.send_status(github, report)
-    reporting.send_check_run(github, report, deployment.check_run_id)
+    check_run_id = reporting.send_check_run(github, report, deployment.check_run_id)
+    if check_run_id != deployment.check_run_id:
+        Deployment.update(check_run_id=check_run_id).where(Deployment.id == deployment.id).execute()
+    if deployment.github_deployment_id is not None:
+        github.create_deployment_status(
+            deployment.project.full_name,
+            deployment.github_deployment_id,
+            reporting.deployment_status_body(report),
+        )
 
 
 def _stored_tail(runtime: Runtime, deployment: Deployment) -> list[str]:
@@ -169,7 +203,7 @@ def read_repo_config(source_dir: Path) -> RepoConfig:
     return RepoConfig()
 
 
-def builder_for(name: str) -> StaticBuilder:
+def builder_for(name: str, settings: Settings) -> Builder:
     if name == "static":
         return StaticBuilder()
     raise BuildFailed(f"the {name} builder is not available on this service")
@@ -180,6 +214,7 @@ def build(
 ) -> BuildOutput:
     """Fetch, unpack and build; raises BuildFailed, BuildCancelled or InfrastructureError."""
     repo = deployment.project.full_name
+    _check_skip_marker(github, deployment)
     log.step(f"fetching {repo}@{deployment.commit_sha}")
     archive = work / "source.tar.gz"
     github.download_tarball(repo, deployment.commit_sha, archive)
@@ -187,6 +222,12 @@ def build(
     unpack_source(archive, source)
     archive.unlink()
     config = read_repo_config(source)
+    if (
+        config.paths
+        and deployment.changed_paths is not None
+        and not paths_match(config.paths, deployment.changed_paths)
+    ):
+        raise BuildSkipped("Skipped: no changed file matches the paths in dyonisus.yml")
     name = choose_builder(config, source / config.root)
     Deployment.update(provider=name).where(Deployment.id == deployment.id).execute()
     timeout = config.timeout or runtime.settings.build_timeout
@@ -206,7 +247,18 @@ def build(
         deadline=time.monotonic() + timeout,
         should_stop=heartbeat.cancelled.is_set,
     )
-    return builder_for(name).build(context)
+    return builder_for(name, runtime.settings).build(context)
+
+
+def _check_skip_marker(github: Installation, deployment: Deployment) -> None:
+    """A pull request event carries no commit message; read it before building."""
+    message = deployment.commit_message
+    if not message and deployment.trigger == "pull_request":
+        commit = github.get_commit(deployment.project.full_name, deployment.commit_sha)
+        message = str((commit.get("commit") or {}).get("message") or "")
+    marker = skip_marker(message) if deployment.trigger in ("push", "pull_request") else None
+    if marker:
+        raise BuildSkipped(f"Skipped: {marker} in the commit message")
 
 
 def finish(

@@ -69,6 +69,11 @@ class FakeGitHub:
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, dict[str, Any]] = {}
         self.permissions: dict[tuple[str, str], str] = {}
+        self.deployments: dict[int, dict[str, Any]] = {}
+        self.deployment_statuses: dict[int, list[dict[str, Any]]] = {}
+        self.reactions: list[tuple[int, str]] = []
+        self.commit_messages: dict[str, str] = {}
+        self.bot_login = "dyonisus-deploy[bot]"
         self.lock = threading.Lock()
         self._ids = itertools.count(1000)
         self.routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
@@ -303,6 +308,92 @@ class FakeGitHub:
             with self.lock:
                 self.check_runs[run_id].update(body)
             return Reply(200, {"id": run_id, **self.check_runs[run_id]})
+
+        @self.route("POST", r"/repos/([^/]+/[^/]+)/deployments")
+        def create_deployment(request: Request) -> Reply:
+            body = request.json
+            problem = _check_deployment(body)
+            if problem:
+                return Reply(422, {"message": problem})
+            deployment_id = next(self._ids)
+            with self.lock:
+                self.deployments[deployment_id] = dict(body)
+                self.deployment_statuses[deployment_id] = []
+            return Reply(201, {"id": deployment_id, "sha": body["ref"], **body})
+
+        @self.route("POST", r"/repos/([^/]+/[^/]+)/deployments/(\d+)/statuses")
+        def create_deployment_status(request: Request) -> Reply:
+            deployment_id = int(request.match[2])  # type: ignore[index]
+            body = request.json
+            states = ("error", "failure", "inactive", "in_progress", "queued", "pending", "success")
+            if deployment_id not in self.deployments:
+                return Reply(404, {"message": "Not Found"})
+            if body.get("state") not in states or len(body.get("description") or "") > 140:
+                return Reply(422, {"message": "invalid deployment status"})
+            with self.lock:
+                self.deployment_statuses[deployment_id].append(dict(body))
+            return Reply(201, {"id": next(self._ids), **body})
+
+        @self.route("GET", r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments")
+        def list_comments(request: Request) -> Reply:
+            number = int(request.match[2])  # type: ignore[index]
+            with self.lock:
+                found = [c for c in self.comments.values() if c["issue"] == number]
+            return Reply(200, found)
+
+        @self.route("POST", r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments")
+        def create_comment(request: Request) -> Reply:
+            body = request.json.get("body") or ""
+            if len(body) > 65536:
+                return Reply(422, {"message": "Body is too long (maximum is 65536 characters)"})
+            comment_id = next(self._ids)
+            comment = {"id": comment_id, "issue": int(request.match[2]), "body": body,  # type: ignore[index]
+                       "user": {"login": self.bot_login, "type": "Bot"}}
+            with self.lock:
+                self.comments[comment_id] = comment
+            return Reply(201, comment)
+
+        @self.route("PATCH", r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)")
+        def update_comment(request: Request) -> Reply:
+            comment_id = int(request.match[2])  # type: ignore[index]
+            with self.lock:
+                if comment_id not in self.comments:
+                    return Reply(404, {"message": "Not Found"})
+                self.comments[comment_id]["body"] = request.json["body"]
+                return Reply(200, self.comments[comment_id])
+
+        @self.route("POST", r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)/reactions")
+        def create_reaction(request: Request) -> Reply:
+            comment_id = int(request.match[2])  # type: ignore[index]
+            content = request.json.get("content")
+            if content not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
+                return Reply(422, {"message": "invalid reaction"})
+            with self.lock:
+                known = (comment_id, content) in self.reactions
+                if not known:
+                    self.reactions.append((comment_id, content))
+            return Reply(200 if known else 201, {"id": next(self._ids), "content": content})
+
+        @self.route("GET", r"/repos/([^/]+/[^/]+)/collaborators/([^/]+)/permission")
+        def permission(request: Request) -> Reply:
+            repo, user = request.match[1], request.match[2]  # type: ignore[index]
+            level = self.permissions.get((repo.lower(), user.lower()))
+            if level is None:
+                return Reply(404, {"message": "Not Found"})
+            return Reply(200, {"permission": level, "role_name": level, "user": {"login": user}})
+
+        @self.route("GET", r"/repos/([^/]+/[^/]+)/commits/([0-9a-f]{40})")
+        def commit(request: Request) -> Reply:
+            sha = request.match[2]  # type: ignore[index]
+            return Reply(200, {"sha": sha, "commit": {"message": self.commit_messages.get(sha, "A commit")}})
+
+
+def _check_deployment(body: Any) -> str | None:
+    if not isinstance(body, dict) or not body.get("ref"):
+        return "ref is required"
+    if body.get("auto_merge", True) or body.get("required_contexts") != []:
+        return "409: a deploy service must not let GitHub merge or wait on its own pending status"
+    return None
 
 
 def _check_status(body: Any) -> str | None:
