@@ -88,6 +88,7 @@ def request_deployment(project: Project, request: Request) -> Outcome:
             status=DeploymentStatus.CANCELLED.value, outcome="skipped", reason=reason, finished_at=utcnow()
         ).where(Deployment.id == deployment.id).execute()
         outcome.merge(report_job(deployment.id))
+        outcome.recorded.append(deployment.id)
         outcome.notes.append(f"deployment {deployment.id} skipped ({marker})")
     else:
         outcome.merge(supersede(project, lane, deployment))

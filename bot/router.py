@@ -29,11 +29,14 @@ class Outcome:
     """What handling an event asks of the caller once the transaction has committed."""
 
     builds: list[str] = field(default_factory=list)
+    # Deployments recorded without a build (skipped); listed in the answer with the builds.
+    recorded: list[str] = field(default_factory=list)
     jobs: list[tuple[dramatiq.Actor[Any, Any], tuple[Any, ...]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def merge(self, other: Outcome) -> None:
         self.builds.extend(other.builds)
+        self.recorded.extend(other.recorded)
         self.jobs.extend(other.jobs)
         self.notes.extend(other.notes)
 

@@ -74,7 +74,7 @@ def _handle(event: Event) -> tuple[Response, int]:
             return _answer(200, "duplicate delivery: already handled", duplicate=True)
         outcome = ROUTER.dispatch(event)
     _enqueue(outcome)
-    return _answer(202, "; ".join(outcome.notes) or "accepted", deployments=outcome.builds)
+    return _answer(202, "; ".join(outcome.notes) or "accepted", deployments=outcome.builds + outcome.recorded)
 
 
 def _enqueue(outcome: Outcome) -> None:

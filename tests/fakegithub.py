@@ -347,8 +347,13 @@ class FakeGitHub:
             if len(body) > 65536:
                 return Reply(422, {"message": "Body is too long (maximum is 65536 characters)"})
             comment_id = next(self._ids)
-            comment = {"id": comment_id, "issue": int(request.match[2]), "body": body,  # type: ignore[index]
-                       "user": {"login": self.bot_login, "type": "Bot"}}
+            number = int(request.match[2])  # type: ignore[index]
+            comment = {
+                "id": comment_id,
+                "issue": number,
+                "body": body,
+                "user": {"login": self.bot_login, "type": "Bot"},
+            }
             with self.lock:
                 self.comments[comment_id] = comment
             return Reply(201, comment)

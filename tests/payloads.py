@@ -58,3 +58,66 @@ def branch_deleted_payload(branch: str = "feature") -> dict[str, Any]:
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def pr_payload(
+    action: str,
+    *,
+    number: int = 2,
+    head_sha: str,
+    head_ref: str = "changes",
+    fork: bool = False,
+    deleted_fork: bool = False,
+    merged: bool = False,
+) -> dict[str, Any]:
+    """A pull_request event from GitHub's `opened` example, moved to another head/action."""
+    payload = load("pull_request.opened")
+    payload["action"] = action
+    payload["number"] = number
+    pull = payload["pull_request"]
+    pull["number"] = number
+    pull["state"] = "closed" if action == "closed" else "open"
+    pull["merged"] = merged
+    pull["head"]["sha"] = head_sha
+    pull["head"]["ref"] = head_ref
+    pull["head"]["label"] = f"Codertocat:{head_ref}"
+    payload["repository"]["default_branch"] = "main"
+    pull["base"]["ref"] = "main"
+    if fork:
+        fork_repo = copy.deepcopy(pull["head"]["repo"])
+        fork_repo.update(id=999_001, name="Hello-World", full_name="mallory/Hello-World", fork=True)
+        fork_repo["owner"] = {**fork_repo["owner"], "login": "mallory", "id": 999_002}
+        pull["head"]["repo"] = fork_repo
+        pull["head"]["label"] = f"mallory:{head_ref}"
+    if deleted_fork:
+        pull["head"]["repo"] = None
+    if action == "synchronize":
+        payload["before"] = sha_for(head_sha + "^")
+        payload["after"] = head_sha
+    return payload
+
+
+def check_payload(
+    name: str, *, app_id: str, sha: str, external_id: str | None, identifier: str | None = None
+) -> dict[str, Any]:
+    """check_run.rerequested / requested_action or check_suite.rerequested, owned by app_id."""
+    payload = load(name)
+    if name.startswith("check_run"):
+        run = payload["check_run"]
+        run["app"]["id"] = int(app_id)
+        run["check_suite"]["app"]["id"] = int(app_id)
+        run["head_sha"] = sha
+        run["external_id"] = external_id or ""
+        run["check_suite"]["head_sha"] = sha
+        run["check_suite"]["head_branch"] = "main"
+        if identifier is not None:
+            payload["requested_action"] = {"identifier": identifier}
+    else:
+        suite = payload["check_suite"]
+        suite["app"]["id"] = int(app_id)
+        suite["head_sha"] = sha
+        suite["head_branch"] = "main"
+    payload["installation"] = {"id": INSTALLATION_ID, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="}
+    payload["repository"] = load("push.branch-created")["repository"]
+    payload["repository"]["default_branch"] = "main"
+    return payload

@@ -10,6 +10,7 @@ from core.errors import StorageError
 from core.settings import Settings
 from core.timeutil import isoformat
 from models import Deployment, database
+from tasks.previews import aliases_of
 from tasks.runtime import current
 from web.urls import api_url, preview_url
 
@@ -30,6 +31,9 @@ def deployment_json(settings: Settings, deployment: Deployment) -> dict[str, Any
         "artifactUrl": api_url(settings, f"deploy/{deployment.id}/artifact") if has_artifact else None,
         "logsUrl": api_url(settings, f"deploy/{deployment.id}/logs") if deployment.logs_key else None,
         "url": preview_url(settings, deployment.id) if deployment.status == "READY" else None,
+        "aliases": [preview_url(settings, label) for label in aliases_of(deployment)],
+        "environment": deployment.environment,
+        "pullRequest": deployment.pr_number,
         "outcome": deployment.outcome,
         "reason": deployment.reason,
         "repository": deployment.project.full_name,

@@ -14,8 +14,9 @@ from flask import Flask, Response, abort, current_app, request, send_file
 
 from builders.unpack import unpack_artifact
 from core.errors import DeployError
+from core.ids import looks_like_id
 from core.settings import Settings
-from models import Deployment, DeploymentStatus
+from models import Alias, Deployment, DeploymentStatus
 from tasks.runtime import current
 from web.urls import preview_label
 
@@ -86,7 +87,11 @@ def resolve_file(root: Path, url_path: str) -> Path | None:
 
 
 def find_deployment(label: str) -> Deployment | None:
-    return Deployment.get_or_none(Deployment.id == label)
+    """A deployment by its own id, or the one a stable alias points at."""
+    if looks_like_id(label):
+        return Deployment.get_or_none(Deployment.id == label)
+    alias = Alias.get_or_none(Alias.label == label)
+    return alias.deployment if alias is not None else None
 
 
 def serve_preview(settings: Settings, label: str) -> Response:
