@@ -195,3 +195,22 @@ class Installation:
 
     def get_pull_request(self, repo: str, number: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/repos/{repo}/pulls/{number}") or {})
+
+    def list_pull_commits(self, repo: str, number: int) -> list[str]:
+        """The SHAs of a pull request's commits (GitHub lists up to 250)."""
+        data = self.request("GET", f"/repos/{repo}/pulls/{number}/commits?per_page=100") or []
+        return [str(item.get("sha", "")) for item in data]
+
+    def get_file_text(self, repo: str, path: str, ref: str) -> str | None:
+        """A file's text at ref, None when it does not exist there."""
+        import base64
+
+        try:
+            data = self.request("GET", f"/repos/{repo}/contents/{path}?ref={ref}")
+        except GitHubError as error:
+            if error.status_code == 404:
+                return None
+            raise
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        return base64.b64decode(data.get("content") or "").decode("utf-8", errors="replace")

@@ -170,3 +170,10 @@ def deployment_status_body(report: Report) -> dict[str, Any]:
     if report.outcome == "success" and report.preview_url:
         body["environment_url"] = report.preview_url
     return body
+
+
+def react_to_result(github: Installation, *, repo: str, comment_id: int | None, outcome: str | None) -> None:
+    """🚀 on the command comment when its deployment is ready, 😕 when it failed."""
+    if comment_id is None or outcome in (None, "cancelled", "skipped"):
+        return
+    github.create_reaction(repo, comment_id, "rocket" if outcome == "success" else "confused")

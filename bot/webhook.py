@@ -10,14 +10,14 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, jsonify, request
 from githubkit.webhooks import verify
 
-from bot import checks, installations, pull_request, push
+from bot import checks, installations, issue_comment, pull_request, push
 from bot.router import Event, Outcome, Router
 from core.settings import Settings
 from models import WebhookDelivery, database
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("webhooks", __name__)
-ROUTER = Router(push.router, pull_request.router, checks.router, installations.router)
+ROUTER = Router(push.router, pull_request.router, issue_comment.router, checks.router, installations.router)
 # https://docs.github.com/en/webhooks/webhook-events-and-payloads: payloads are capped at 25 MB.
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
 

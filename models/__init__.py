@@ -113,6 +113,8 @@ class Deployment(BaseModel):
     # Where the source comes from when it is not the commit of the base repository itself.
     source_ref = peewee.CharField(null=True)
     from_fork = peewee.BooleanField(default=False)
+    # The comment command that asked for this deployment (its reactions follow the result).
+    command_comment_id = peewee.BigIntegerField(null=True)
 
     @property
     def state(self) -> DeploymentStatus:
@@ -156,6 +158,30 @@ class Alias(BaseModel):
     kind = peewee.CharField()
 
 
+class CommentCommand(BaseModel):
+    """A command typed in a comment; the comment id makes it run once, however often delivered."""
+
+    id = peewee.AutoField()
+    project = peewee.ForeignKeyField(Project, backref="commands", column_name="project_id")
+    project_id: str
+    comment_id = peewee.BigIntegerField(unique=True)
+    number = peewee.IntegerField()
+    on_pull_request = peewee.BooleanField(default=True)
+    author = peewee.CharField()
+    name = peewee.CharField()
+    args = peewee.CharField(default="")
+    problem = peewee.TextField(null=True)
+    ignored = peewee.IntegerField(default=0)
+    # The pull request's head as the service knew it when the comment arrived.
+    expected_sha = peewee.CharField(null=True)
+    # queued, accepted, refused, invalid, done
+    state = peewee.CharField(default="queued")
+    attempts = peewee.IntegerField(default=0)
+    reply_id = peewee.BigIntegerField(null=True)
+    deployment_id = peewee.CharField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+
 class ProviderCredential(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=63, default=new_id)
     user_id = peewee.CharField()
@@ -177,6 +203,7 @@ MODELS: list[type[BaseModel]] = [
     Deployment,
     PullRequest,
     Alias,
+    CommentCommand,
     ProviderCredential,
     WebhookDelivery,
 ]

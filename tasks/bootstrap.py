@@ -5,7 +5,8 @@ from __future__ import annotations
 import dramatiq
 
 import models
-import tasks.deploy  # noqa: F401 - declares the actors before they are bound
+import tasks.commands
+import tasks.deploy  # noqa: F401
 from core.settings import Settings
 from tasks.broker import setup_broker
 from tasks.runtime import Runtime, install

@@ -170,6 +170,9 @@ def report_finished(runtime: Runtime, deployment: Deployment) -> None:
             deployment.github_deployment_id,
             reporting.deployment_status_body(report),
         )
+    reporting.react_to_result(
+        github, repo=deployment.project.full_name, comment_id=deployment.command_comment_id, outcome=deployment.outcome
+    )
 
 
 def _stored_tail(runtime: Runtime, deployment: Deployment) -> list[str]:
@@ -203,6 +206,19 @@ def read_repo_config(source_dir: Path) -> RepoConfig:
     return RepoConfig()
 
 
+def fork_config(github: Installation, deployment: Deployment) -> RepoConfig:
+    """A fork's code never chooses its own build: the config comes from the default branch."""
+    project = deployment.project
+    for name in CONFIG_FILE_NAMES:
+        text = github.get_file_text(project.full_name, name, project.default_branch)
+        if text is not None:
+            try:
+                return parse_config(text)
+            except ConfigError as error:
+                raise BuildFailed(f"{error} (read from {project.default_branch})") from None
+    return RepoConfig()
+
+
 def builder_for(name: str, settings: Settings) -> Builder:
     if name == "static":
         return StaticBuilder()
@@ -221,7 +237,7 @@ def build(
     source = work / "src"
     unpack_source(archive, source)
     archive.unlink()
-    config = read_repo_config(source)
+    config = fork_config(github, deployment) if deployment.from_fork else read_repo_config(source)
     if (
         config.paths
         and deployment.changed_paths is not None

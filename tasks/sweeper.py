@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from tasks.commands import recover_commands
 from tasks.deploy import recover_deployments
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class Sweeper:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                sent = recover_deployments(at_start=False)
+                sent = recover_deployments(at_start=False) + recover_commands()
             except Exception:
                 log.exception("the deployment sweep failed")
                 continue

@@ -29,6 +29,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     match: re.Match[str] | None = None
+    query: str = ""
 
     @property
     def json(self) -> Any:
@@ -74,6 +75,9 @@ class FakeGitHub:
         self.reactions: list[tuple[int, str]] = []
         self.commit_messages: dict[str, str] = {}
         self.bot_login = "dyonisus-deploy[bot]"
+        self.pulls: dict[int, dict[str, Any]] = {}
+        self.pull_commits: dict[int, list[str]] = {}
+        self.files: dict[tuple[str, str], str] = {}
         self.lock = threading.Lock()
         self._ids = itertools.count(1000)
         self.routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
@@ -150,7 +154,8 @@ class FakeGitHub:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                request = Request(self.command, urlsplit(self.path).path, dict(self.headers.items()), body)
+                parts = urlsplit(self.path)
+                request = Request(self.command, parts.path, dict(self.headers.items()), body, query=parts.query)
                 reply = fake.handle(request)
                 payload = (
                     reply.raw
@@ -391,6 +396,31 @@ class FakeGitHub:
         def commit(request: Request) -> Reply:
             sha = request.match[2]  # type: ignore[index]
             return Reply(200, {"sha": sha, "commit": {"message": self.commit_messages.get(sha, "A commit")}})
+
+        @self.route("GET", r"/repos/([^/]+/[^/]+)/pulls/(\d+)")
+        def pull(request: Request) -> Reply:
+            number = int(request.match[2])  # type: ignore[index]
+            if number not in self.pulls:
+                return Reply(404, {"message": "Not Found"})
+            return Reply(200, self.pulls[number])
+
+        @self.route("GET", r"/repos/([^/]+/[^/]+)/pulls/(\d+)/commits")
+        def pull_commits(request: Request) -> Reply:
+            number = int(request.match[2])  # type: ignore[index]
+            return Reply(200, [{"sha": sha} for sha in self.pull_commits.get(number, [])])
+
+        @self.route("GET", r"/repos/([^/]+/[^/]+)/contents/(.+)")
+        def contents(request: Request) -> Reply:
+            import base64
+            from urllib.parse import parse_qs
+
+            ref = parse_qs(request.query).get("ref", [""])[0]
+            text = self.files.get((ref, request.match[2]))  # type: ignore[index]
+            if text is None:
+                return Reply(404, {"message": "Not Found"})
+            return Reply(
+                200, {"type": "file", "encoding": "base64", "content": base64.b64encode(text.encode()).decode()}
+            )
 
 
 def _check_deployment(body: Any) -> str | None:

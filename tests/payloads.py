@@ -121,3 +121,36 @@ def check_payload(
     payload["repository"] = load("push.branch-created")["repository"]
     payload["repository"]["default_branch"] = "main"
     return payload
+
+
+def comment_payload(
+    body: str | None,
+    *,
+    number: int = 2,
+    user: str = "Codertocat",
+    on_pull_request: bool = True,
+    comment_id: int = 5001,
+    action: str = "created",
+    user_type: str = "User",
+) -> dict[str, Any]:
+    """issue_comment from GitHub's example, on a pull request unless told otherwise."""
+    payload = load("issue_comment.created")
+    payload["action"] = action
+    payload["issue"]["number"] = number
+    if on_pull_request:
+        base = f"https://api.github.com/repos/{REPO}/pulls/{number}"
+        payload["issue"]["pull_request"] = {"url": base, "html_url": base, "diff_url": base, "patch_url": base}
+    comment = payload["comment"]
+    comment["id"] = comment_id
+    comment["body"] = body
+    comment["user"] = {**comment["user"], "login": user, "type": user_type}
+    return payload
+
+
+def pull_json(
+    number: int, *, head_sha: str, head_ref: str = "changes", fork: bool = False, state: str = "open"
+) -> dict[str, Any]:
+    """GET /repos/{o}/{r}/pulls/{n} as the fake GitHub serves it, from the webhook example."""
+    pull = pr_payload("opened", number=number, head_sha=head_sha, head_ref=head_ref, fork=fork)["pull_request"]
+    pull["state"] = state
+    return pull
