@@ -168,7 +168,7 @@ def make_service(tmp_path: Path, fake_github: FakeGitHub, rsa_key: tuple[str, st
         from app import create_app
 
         dispatcher.app = create_app(settings)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         service = Service(settings, fake_github, dispatcher.app, server, f"http://127.0.0.1:{server.server_port}")
         started.append(service)
         return service
