@@ -18,7 +18,7 @@ from tasks.bootstrap import bootstrap
 from tasks.broker import start_embedded_worker
 from tasks.deploy import recover_deployments
 from tasks.sweeper import Sweeper
-from web import api, pages
+from web import api, pages, setup
 from web.preview import install_preview_host
 from web.urls import preview_label
 
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.register_blueprint(webhook.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
+    app.register_blueprint(setup.blueprint)
     _install_connection_handling(app)
     _install_error_pages(app)
     return app

@@ -132,6 +132,8 @@ class Settings:
     cache_dir: Path = Path("./var/cache")
     docker_host: str | None = None
     registry_url: str | None = None
+    registry_username: str | None = None
+    registry_password: str | None = field(default=None, repr=False)
     preview_idle_timeout: int = DEFAULT_PREVIEW_IDLE_TIMEOUT
     encryption_key: str | None = field(default=None, repr=False)
 
@@ -140,12 +142,19 @@ class Settings:
         return self.github_app_id is not None
 
     @property
+    def github_web_url(self) -> str:
+        """GitHub's web address for this API: github.com, or the Enterprise host."""
+        if self.github_api_url == DEFAULT_GITHUB_API_URL:
+            return "https://github.com"
+        return self.github_api_url.removesuffix("/api/v3")
+
+    @property
     def embedded_worker(self) -> bool:
         return self.redis_url is None
 
     def secret_values(self) -> list[str]:
         """The values that must never reach a build's environment or a log."""
-        secrets = [self.github_private_key, self.github_webhook_secret, self.encryption_key]
+        secrets = [self.github_private_key, self.github_webhook_secret, self.encryption_key, self.registry_password]
         return [value for value in secrets if value]
 
     @classmethod
@@ -199,6 +208,8 @@ class Settings:
         values["cache_dir"] = Path(get("CACHE_DIR") or "./var/cache")
         values["docker_host"] = get("DOCKER_HOST") or None
         values["registry_url"] = get("REGISTRY_URL").rstrip("/") or None
+        values["registry_username"] = get("REGISTRY_USERNAME") or None
+        values["registry_password"] = env.get("REGISTRY_PASSWORD") or None
         values["encryption_key"] = get("ENCRYPTION_KEY") or None
         return cls(**values)
 

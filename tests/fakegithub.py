@@ -78,6 +78,8 @@ class FakeGitHub:
         self.pulls: dict[int, dict[str, Any]] = {}
         self.pull_commits: dict[int, list[str]] = {}
         self.files: dict[tuple[str, str], str] = {}
+        # What POST /app-manifests/{code}/conversions answers for each code.
+        self.manifest_conversions: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self._ids = itertools.count(1000)
         self.routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
@@ -421,6 +423,13 @@ class FakeGitHub:
             return Reply(
                 200, {"type": "file", "encoding": "base64", "content": base64.b64encode(text.encode()).decode()}
             )
+
+        @self.route("POST", r"/app-manifests/([^/]+)/conversions", auth=False)
+        def manifest_conversion(request: Request) -> Reply:
+            found = self.manifest_conversions.pop(request.match[1], None)  # type: ignore[index]
+            if found is None:
+                return Reply(404, {"message": "Not Found"})
+            return Reply(201, found)
 
 
 def _check_deployment(body: Any) -> str | None:

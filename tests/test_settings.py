@@ -88,3 +88,10 @@ def test_bad_setting_at_start_is_a_readable_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "configuration error: PORT must be a whole number, got 'eighty'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_github_web_address_follows_the_api() -> None:
+    assert Settings.from_env({}, dotenv=None).github_web_url == "https://github.com"
+    enterprise = Settings.from_env({"GITHUB_API_URL": "https://ghe.example.com/api/v3/"}, dotenv=None)
+    assert enterprise.github_api_url == "https://ghe.example.com/api/v3"
+    assert enterprise.github_web_url == "https://ghe.example.com"
