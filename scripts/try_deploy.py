@@ -19,8 +19,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import make_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -28,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app
 from core.settings import Settings
 from tests.fakegithub import FakeGitHub
+from tests.keys import app_key_pair
 from tests.payloads import REPO, push_payload, sha_for, sign
 
 SECRET = "local webhook secret"
@@ -42,15 +41,7 @@ def main() -> int:
     if not args.site.is_dir():
         parser.error(f"{args.site} is not a folder")
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    private, public = app_key_pair()
     github = FakeGitHub(public_key=public, app_id=APP_ID).start()
     work = Path(tempfile.mkdtemp(prefix="dyonisus-try-"))
     settings = Settings(

@@ -15,12 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from core.settings import Settings
 from tests.fakegithub import FakeGitHub
+from tests.keys import app_key_pair
 from tests.payloads import REPO, push_payload, sign
 
 APP_ID = "123456"
@@ -39,16 +38,7 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def rsa_key() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return app_key_pair()
 
 
 @pytest.fixture
@@ -197,6 +187,15 @@ def tiny_site(title: str = "Hello from a tiny site") -> dict[str, str | bytes]:
         "package.json": '{"name": "tiny-site", "version": "1.0.0", "private": true, "scripts": {"build": "node build.js"}}',
         "build.js": build,
     }
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
+    """Poll until predicate() is true; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from models import CommentCommand, Deployment
-from tests.conftest import WEBHOOK_SECRET, Service, tiny_site
+from tests.conftest import WEBHOOK_SECRET, Service, tiny_site, wait_for
 from tests.payloads import REPO, comment_payload, pr_payload, pull_json, sha_for
-
-
-def _wait_for(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _replies(service: Service) -> list[dict]:
@@ -35,7 +26,7 @@ def _command(service: Service, body: str, **kwargs) -> dict:  # type: ignore[no-
 
 
 def _settled(service: Service) -> None:
-    _wait_for(lambda: all(c.state != "queued" for c in CommentCommand.select()))
+    wait_for(lambda: all(c.state != "queued" for c in CommentCommand.select()))
 
 
 def _same_repo_pr(service: Service, sha: str, files=None) -> None:  # type: ignore[no-untyped-def]
@@ -48,7 +39,7 @@ def test_writer_deploys_with_reactions_and_one_reply(service: Service) -> None:
     _same_repo_pr(service, sha)
     service.fake.permissions[(REPO.lower(), "codertocat")] = "write"
     _command(service, "/deploy")
-    _wait_for(lambda: "rocket" in _reactions(service))
+    wait_for(lambda: "rocket" in _reactions(service))
     (deployment,) = Deployment.select()
     assert deployment.commit_sha == sha and deployment.status == "READY" and deployment.pr_number == 2
     assert _reactions(service) == ["eyes", "rocket"]
@@ -88,7 +79,7 @@ def test_permission_api_outage_is_retried_then_answered_once(service: Service, m
     service.fake.permissions[(REPO.lower(), "codertocat")] = "admin"
     service.fake.fail("GET", "/permission", 502, times=1)
     _command(service, "/deploy")
-    _wait_for(lambda: Deployment.select().count() == 1)
+    wait_for(lambda: Deployment.select().count() == 1)
     _settled(service)
     service.fake.fail("GET", "/permission", 503, times=10)
     _command(service, "/deploy", comment_id=5002)
@@ -106,11 +97,11 @@ def test_fork_approval_builds_the_approved_sha_only(service: Service) -> None:
     service.fake.add_tarball(REPO, moved, {"index.html": "not approved"})
     service.fake.permissions[(REPO.lower(), "codertocat")] = "maintain"
     _command(service, "/deploy")
-    _wait_for(lambda: "eyes" in _reactions(service))
+    wait_for(lambda: "eyes" in _reactions(service))
     # The fork pushes again right after the approval.
     service.fake.pulls[2] = pull_json(2, head_sha=moved, fork=True)
     service.send("pull_request", pr_payload("synchronize", head_sha=moved, fork=True))
-    _wait_for(lambda: "rocket" in _reactions(service))
+    wait_for(lambda: "rocket" in _reactions(service))
     (deployment,) = Deployment.select()
     assert deployment.commit_sha == approved and deployment.from_fork
     assert deployment.source_ref == "refs/pull/2/head"
@@ -119,7 +110,7 @@ def test_fork_approval_builds_the_approved_sha_only(service: Service) -> None:
     )
     (reply,) = _replies(service)
     assert f"`{approved[:7]}`" in reply["body"] and "later pushes need a new" in reply["body"]
-    _wait_for(
+    wait_for(
         lambda: any(
             "/deploy" in c["body"] and "fork" in c["body"]
             for c in service.fake.comments.values()
@@ -145,7 +136,7 @@ def test_fork_build_gets_no_secret_and_the_default_branch_config(service: Servic
     service.fake.add_tarball(REPO, sha, files)
     service.fake.permissions[(REPO.lower(), "codertocat")] = "write"
     _command(service, "/deploy")
-    _wait_for(lambda: "rocket" in _reactions(service))
+    wait_for(lambda: "rocket" in _reactions(service))
     (deployment,) = Deployment.select()
     with service.http() as client:
         log = client.get(f"/api/deploy/{deployment.id}/logs").text
@@ -170,7 +161,7 @@ def test_deploy_a_named_commit_of_the_pull_request(service: Service) -> None:
     service.fake.add_tarball(REPO, older, {"index.html": "older"})
     service.fake.permissions[(REPO.lower(), "codertocat")] = "write"
     _command(service, f"/deploy {older[:10].upper()}")
-    _wait_for(lambda: "rocket" in _reactions(service))
+    wait_for(lambda: "rocket" in _reactions(service))
     assert [d.commit_sha for d in Deployment.select()] == [older]
     _command(service, "/deploy 1234567", comment_id=5002)
     _settled(service)
@@ -185,16 +176,16 @@ def test_cancel_redeploy_status_and_help(service: Service) -> None:
     _same_repo_pr(service, sha, files)
     service.fake.permissions[(REPO.lower(), "codertocat")] = "write"
     _command(service, "/deploy")
-    _wait_for(lambda: Deployment.select().where(Deployment.status == "BUILDING").exists())
+    wait_for(lambda: Deployment.select().where(Deployment.status == "BUILDING").exists())
     _command(service, "/cancel", comment_id=5002)
-    _wait_for(lambda: Deployment.get().status == "CANCELLED")
+    wait_for(lambda: Deployment.get().status == "CANCELLED")
     assert "Cancelled 1 deployment" in _replies(service)[-1]["body"]
     assert "confused" not in _reactions(service, 5001)
 
     service.fake.add_tarball(REPO, sha, {"index.html": "fixed"})
     _command(service, "/redeploy", comment_id=5003)
-    _wait_for(lambda: Deployment.select().where(Deployment.status == "READY").exists())
-    _wait_for(lambda: "rocket" in _reactions(service, 5003))
+    wait_for(lambda: Deployment.select().where(Deployment.status == "READY").exists())
+    wait_for(lambda: "rocket" in _reactions(service, 5003))
     _command(service, "/status", comment_id=5004)
     _command(service, "/HELP", comment_id=5005)
     _settled(service)

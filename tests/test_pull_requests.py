@@ -9,7 +9,7 @@ from pathlib import Path
 from bot.comments import MARKER
 from core.aliases import pr_alias, production_alias
 from models import Deployment
-from tests.conftest import APP_ID, Service, tiny_site
+from tests.conftest import APP_ID, Service, tiny_site, wait_for
 from tests.payloads import REPO, check_payload, pr_payload, push_payload, sha_for
 
 PR_ALIAS = pr_alias("Codertocat", "Hello-World", 2)
@@ -17,14 +17,6 @@ PR_ALIAS = pr_alias("Codertocat", "Hello-World", 2)
 
 def _comments(service: Service) -> list[dict]:
     return [c for c in service.fake.comments.values() if c["issue"] == 2]
-
-
-def _wait_for(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def _open_pr(service: Service, sha: str, files=None, *, action: str = "opened") -> str:  # type: ignore[no-untyped-def]
@@ -36,7 +28,7 @@ def _open_pr(service: Service, sha: str, files=None, *, action: str = "opened") 
 
 
 def _settled_comment(service: Service, *texts: str) -> dict:
-    _wait_for(lambda: any(all(text in c["body"] for text in texts) for c in _comments(service)))
+    wait_for(lambda: any(all(text in c["body"] for text in texts) for c in _comments(service)))
     (comment,) = _comments(service)
     return comment
 
@@ -166,7 +158,7 @@ def test_closing_removes_aliases_and_marks_the_deployment_inactive(service: Serv
     assert "Visit preview" not in comment["body"]
     assert service.preview(PR_ALIAS).status_code == 404
     (github_id,) = service.fake.deployments
-    _wait_for(lambda: service.fake.deployment_statuses[github_id][-1]["state"] == "inactive")
+    wait_for(lambda: service.fake.deployment_statuses[github_id][-1]["state"] == "inactive")
     # The deployment's own address stays: it is an immutable record of that commit.
     assert service.preview(deployment_id).status_code == 200
 
@@ -250,8 +242,8 @@ def test_cancel_button_stops_a_running_build(service: Service) -> None:
     files = tiny_site()
     files["build.js"] = "console.log('slow'); setInterval(() => {}, 1000);"
     deployment_id = service.push(sha, files)
-    _wait_for(lambda: Deployment.get_by_id(deployment_id).status == "BUILDING")
-    _wait_for(lambda: "slow" in "".join(str(c.body) for c in service.fake.calls) or True)
+    wait_for(lambda: Deployment.get_by_id(deployment_id).status == "BUILDING")
+    wait_for(lambda: "slow" in "".join(str(c.body) for c in service.fake.calls) or True)
     time.sleep(1.5)
     service.send(
         "check_run",
@@ -306,7 +298,7 @@ def test_new_push_supersedes_the_running_build(service: Service, tmp_path: Path)
     watcher = _Watcher(markers)
     first_sha, second_sha = sha_for("older"), sha_for("newer")
     first = service.push(first_sha, _slow_site(markers, "older", 30), branch="feature")
-    _wait_for(lambda: (markers / "older.pid").exists())
+    wait_for(lambda: (markers / "older.pid").exists())
     second = service.push(second_sha, _slow_site(markers, "newer", 1), branch="feature")
     started = time.monotonic()
     older = service.wait(first)
@@ -328,7 +320,7 @@ def test_queued_deployment_superseded_before_it_starts(make_service, tmp_path: P
     markers = tmp_path / "markers"
     markers.mkdir()
     blocker = service.push(sha_for("blocker"), _slow_site(markers, "blocker", 3), branch="other")
-    _wait_for(lambda: (markers / "blocker.pid").exists())
+    wait_for(lambda: (markers / "blocker.pid").exists())
     queued_sha = sha_for("queued")
     queued = service.push(queued_sha, {"index.html": "q"}, branch="feature")
     latest = service.push(sha_for("latest"), {"index.html": "latest"}, branch="feature")
