@@ -19,6 +19,7 @@ from bot.github import Installation
 from bot.plan import paths_match, skip_marker
 from builders.base import BuildContext, Builder, BuildOutput, build_environment, choose_builder
 from builders.config import CONFIG_FILE_NAMES, RepoConfig, parse_config
+from builders.docker import DockerBuilder
 from builders.log import BuildLog
 from builders.runner import CommandRunner
 from builders.static import StaticBuilder
@@ -222,6 +223,8 @@ def fork_config(github: Installation, deployment: Deployment) -> RepoConfig:
 def builder_for(name: str, settings: Settings) -> Builder:
     if name == "static":
         return StaticBuilder()
+    if name == "docker":
+        return DockerBuilder(settings)
     raise BuildFailed(f"the {name} builder is not available on this service")
 
 

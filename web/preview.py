@@ -18,6 +18,7 @@ from core.ids import looks_like_id
 from core.settings import Settings
 from models import Alias, Deployment, DeploymentStatus
 from tasks.runtime import current
+from web import containers
 from web.urls import preview_label
 
 for _type, _extension in (
@@ -96,6 +97,8 @@ def find_deployment(label: str) -> Deployment | None:
 
 def serve_preview(settings: Settings, label: str) -> Response:
     deployment = find_deployment(label)
+    if deployment is not None and deployment.provider == "docker" and deployment.status == DeploymentStatus.READY:
+        return containers.serve_container(settings, deployment)
     if deployment is None or deployment.status != DeploymentStatus.READY.value or not deployment.artifact_key:
         abort(404, description="No ready deployment has this address.")
     try:
@@ -116,7 +119,11 @@ def serve_preview(settings: Settings, label: str) -> Response:
 
 
 def install_preview_host(app: Flask) -> None:
-    """Route every request to a preview host to the preview, whatever its path."""
+    """Route every request to a preview host to the preview, whatever its path.
+
+    Also serves the container logs that a failing container preview links to.
+    """
+    app.register_blueprint(containers.blueprint)
 
     @app.before_request
     def route_preview_host() -> Response | None:
