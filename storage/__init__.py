@@ -95,6 +95,15 @@ def _chunks(handle) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
             yield chunk
 
 
+def _transfer_errors() -> tuple[type[Exception], ...]:
+    """What boto3's upload_file/download_file raise: botocore's errors and boto3's own
+    (S3UploadFailedError, RetriesExceededError), which are not botocore errors."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError, Boto3Error)
+
+
 class S3Storage:
     """Objects in one bucket under a prefix, through boto3 (any S3-compatible server)."""
 
@@ -123,19 +132,15 @@ class S3Storage:
         return StorageError(f"cannot {action} s3://{self.bucket}/{self._key(key)}: {error}")
 
     def put_file(self, key: str, source: Path) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             self.client.upload_file(str(source), self.bucket, self._key(key))
-        except (BotoCoreError, ClientError) as error:
+        except _transfer_errors() as error:
             raise self._fail("write", key, error) from error
 
     def get_file(self, key: str, destination: Path) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             self.client.download_file(self.bucket, self._key(key), str(destination))
-        except (BotoCoreError, ClientError) as error:
+        except _transfer_errors() as error:
             raise self._fail("read", key, error) from error
 
     def read_bytes(self, key: str) -> bytes:
