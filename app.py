@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 import dramatiq
+import peewee
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -69,13 +70,18 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
 
 
 def _install_connection_handling(app: Flask) -> None:
+    # Closing the last SQLite connection checkpoints the WAL into the database file, with a sync:
+    # per request that costs more than the request. Each thread keeps its SQLite connection (it is
+    # closed when the thread ends); other databases connect per request.
+    keep_open = isinstance(database.obj, peewee.SqliteDatabase)
+
     @app.before_request
     def open_database() -> None:
         database.connect(reuse_if_open=True)
 
     @app.teardown_request
     def close_database(_error: BaseException | None) -> None:
-        if not database.is_closed():
+        if not keep_open and not database.is_closed():
             database.close()
 
 
