@@ -26,7 +26,7 @@ from builders.runner import CommandRunner
 from core.errors import BuildCancelled, RegistryError
 from core.settings import Settings
 from models import Deployment
-from tests.conftest import Service, require
+from tests.conftest import Service, require, wait_for
 from tests.dockerinfra import DockerInfra, missing_tools
 from tests.payloads import REPO, sha_for
 from web import containers
@@ -88,14 +88,6 @@ def registry_service(make_service: Callable[..., Service], infra: DockerInfra, *
 def preview_containers(client: docker.APIClient, deployment_id: str) -> list[dict[str, Any]]:
     rows = client.containers(all=True, filters={"label": f"{containers.LABEL_PREVIEW}={deployment_id}"})
     return list(rows)
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
 
 
 # -- pure parts ----------------------------------------------------------------
@@ -388,7 +380,7 @@ def test_idle_container_is_stopped_and_started_again(
 
     assert service.preview(deployment_id).status_code == 200
     assert len(preview_containers(engine, deployment_id)) == 1
-    wait_until(lambda: not preview_containers(engine, deployment_id), timeout=10, what="the idle container stops")
+    wait_for(lambda: not preview_containers(engine, deployment_id), timeout=10)
     assert service.preview(deployment_id).status_code == 200
     assert len(preview_containers(engine, deployment_id)) == 1
 
