@@ -82,11 +82,28 @@ def close_pull_request(project_id: str, number: int) -> None:
         & (Deployment.pr_number == number)
         & Deployment.github_deployment_id.is_null(False)
     )
+    stop_previews.send(
+        [
+            row.id
+            for row in Deployment.select(Deployment.id).where(
+                (Deployment.project == project) & (Deployment.pr_number == number) & (Deployment.provider == "docker")
+            )
+        ]
+    )
     for github_id in sorted({row.github_deployment_id for row in rows if row.github_deployment_id is not None}):
         github.create_deployment_status(
             project.full_name, github_id, {"state": "inactive", "description": "Pull request closed"}
         )
     update_pr_comment.send(project_id, number)
+
+
+@dramatiq.actor(broker=UNBOUND, queue_name="reports", **RETRIED)  # type: ignore[call-overload]
+def stop_previews(deployment_ids: list[str]) -> None:
+    """Stop the preview containers of Docker deployments (static ones have none)."""
+    from web.containers import stop_preview
+
+    for deployment_id in deployment_ids:
+        stop_preview(deployment_id)
 
 
 def enqueue_build(deployment_id: str, *, delay_seconds: float = 0) -> None:

@@ -39,6 +39,7 @@ def move_aliases(deployment: Deployment) -> list[str]:
     for label, kind in alias_labels(deployment):
         if closed and kind.startswith("pr-"):
             continue
+        before = Alias.get_or_none(Alias.label == label)
         updated = (
             Alias.insert(
                 label=label,
@@ -57,7 +58,18 @@ def move_aliases(deployment: Deployment) -> list[str]:
         )
         if updated:
             moved.append(label)
+            if before is not None and before.deployment_id != deployment.id:
+                _release(before.deployment_id)
     return moved
+
+
+def _release(deployment_id: str) -> None:
+    """A deployment no alias serves any more needs no running preview container."""
+    if Alias.select().where(Alias.deployment == deployment_id).exists():
+        return
+    from tasks.deploy import stop_previews
+
+    stop_previews.send([deployment_id])
 
 
 def _pull_request_closed(deployment: Deployment) -> bool:

@@ -440,3 +440,32 @@ def test_push_refused_by_the_registry_is_a_registry_error(tmp_path: Path, infra:
             DockerBuilder(settings).build(context)
     finally:
         context.log.close()
+
+
+def test_container_stops_when_the_alias_moves_on_and_when_the_pr_closes(
+    make_service: Callable[..., Service], infra: DockerInfra, engine: docker.APIClient
+) -> None:
+    from core.aliases import branch_alias, pr_alias
+    from tests.payloads import pr_payload
+
+    service = docker_service(make_service, infra)
+    first = service.push(sha_for("alias-1"), httpd_app(infra.base_image, page="<h1>one</h1>"), branch="feature")
+    assert service.wait(first)["status"] == "READY"
+    alias = branch_alias(OWNER, "Hello-World", "feature")
+    assert "one" in service.preview(alias).text
+    assert len(preview_containers(engine, first)) == 1
+
+    second = service.push(sha_for("alias-2"), httpd_app(infra.base_image, page="<h1>two</h1>"), branch="feature")
+    assert service.wait(second)["status"] == "READY"
+    wait_for(lambda: not preview_containers(engine, first), timeout=20)
+    assert "two" in service.preview(alias).text
+
+    head = sha_for("pr-container")
+    service.fake.add_tarball(REPO, head, httpd_app(infra.base_image, page="<h1>pr</h1>"))
+    opened = service.send("pull_request", pr_payload("opened", head_sha=head, head_ref="widgets"))
+    (pr_deployment,) = opened.json()["deployments"]
+    assert service.wait(pr_deployment)["status"] == "READY"
+    assert "pr" in service.preview(pr_alias(OWNER, "Hello-World", 2)).text
+    assert len(preview_containers(engine, pr_deployment)) == 1
+    service.send("pull_request", pr_payload("closed", head_sha=head, head_ref="widgets"))
+    wait_for(lambda: not preview_containers(engine, pr_deployment), timeout=20)
