@@ -1,0 +1,145 @@
+"""The push flow as the Procfile runs it: web app and `dramatiq tasks.worker` on Redis, data in PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import models
+from models import Deployment, DeploymentStatus
+from tasks.broker import queue_namespace
+from tests.conftest import Service, require, tiny_site
+from tests.payloads import push_payload, sha_for
+from tests.services import (
+    REDIS_URL,
+    WorkerProcess,
+    drop_redis_keys,
+    postgres_database,
+    postgres_reachable,
+    redis_reachable,
+    waiting_messages,
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    require(postgres_reachable(), "PostgreSQL is not running on 127.0.0.1:5432 (see ../shared/INFRA.md)")
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require(redis_reachable(), f"Redis is not running at {REDIS_URL} (see ../shared/INFRA.md)")
+    return REDIS_URL
+
+
+@pytest.fixture
+def web(make_service: Callable[..., Service], postgres_url: str, redis_url: str) -> Iterator[Service]:
+    """The web process alone: with REDIS_URL set it records and enqueues, and runs no worker."""
+    service = make_service(database_url=postgres_url, redis_url=redis_url)
+    yield service
+    drop_redis_keys(queue_namespace(service.settings))
+
+
+@pytest.fixture
+def start_worker(web: Service, tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        worker = WorkerProcess.start(web.settings, tmp_path / f"worker-{len(started)}")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _wait(service: Service, deployment_id: str, worker: WorkerProcess) -> dict[str, object]:
+    try:
+        return service.wait(deployment_id, timeout=60)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- worker log ---\n{worker.log()[-4000:]}") from None
+
+
+def test_push_flow_on_redis_and_postgres(web: Service, start_worker: Callable[[], WorkerProcess]) -> None:
+    assert web.app.extensions["dyonisus"].worker is None
+    assert isinstance(models.database.obj, models.peewee.PostgresqlDatabase)
+    worker = start_worker()
+    sha = sha_for("redis and postgres")
+    deployment_id = web.push(sha, tiny_site("Built by the worker process"))
+    data = _wait(web, deployment_id, worker)
+
+    assert data["status"] == "READY", worker.log()[-4000:]
+    assert [s["state"] for s in web.fake.statuses(sha)] == ["pending", "success"]
+    page = web.preview(deployment_id)
+    assert page.status_code == 200 and "Built by the worker process" in page.text
+    with web.http() as client:
+        assert "built dist" in client.get(f"/api/deploy/{deployment_id}/logs").text
+
+    row = Deployment.get_by_id(deployment_id)
+    assert row.worker_id.split(":")[1] != str(os.getpid()), "the build ran in the test process"
+    name = models.database.execute_sql("SELECT current_database()").fetchone()[0]
+    assert web.settings.database_url.endswith("/" + name)
+    assert worker.stop() == 0
+
+
+def test_duplicate_delivery_builds_once_on_postgres(web: Service, start_worker: Callable[[], WorkerProcess]) -> None:
+    sha = sha_for("duplicate on postgres")
+    deployment_id = web.push(sha, tiny_site(), delivery="delivery-on-postgres")
+    again = web.send("push", push_payload(sha), delivery="delivery-on-postgres")
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    worker = start_worker()
+    _wait(web, deployment_id, worker)
+    assert Deployment.select().where(Deployment.commit_sha == sha).count() == 1
+    assert [s["state"] for s in web.fake.statuses(sha)] == ["pending", "success"]
+
+
+def test_pending_deployment_is_built_after_a_restart(web: Service, start_worker: Callable[[], WorkerProcess]) -> None:
+    """The row is the durable record: a build message lost with Redis is sent again at start."""
+    sha = sha_for("lost message")
+    deployment_id = web.push(sha, tiny_site("Recovered after a restart"))
+    namespace = queue_namespace(web.settings)
+    assert any(deployment_id in body for body in waiting_messages(namespace)), "nothing was enqueued in Redis"
+    assert Deployment.get_by_id(deployment_id).state is DeploymentStatus.PENDING
+
+    # This Redis keeps nothing on disk: a restart loses every queued message.
+    assert drop_redis_keys(namespace) > 0
+    time.sleep(0.2)
+    assert Deployment.get_by_id(deployment_id).state is DeploymentStatus.PENDING
+    assert web.fake.statuses(sha) == []
+
+    worker = start_worker()
+    data = _wait(web, deployment_id, worker)
+    assert data["status"] == "READY"
+    assert [s["state"] for s in web.fake.statuses(sha)] == ["pending", "success"]
+    assert "Recovered after a restart" in web.preview(deployment_id).text
+
+
+def test_queues_of_two_instances_do_not_mix(
+    web: Service, start_worker: Callable[[], WorkerProcess], tmp_path: Path
+) -> None:
+    """A worker of another instance (another database) never takes this instance's messages."""
+    with postgres_database() as other_database:
+        other = replace(web.settings, database_url=other_database, storage_url=str(tmp_path / "other-storage"))
+        assert queue_namespace(other) != queue_namespace(web.settings)
+        stranger = WorkerProcess.start(other, tmp_path / "stranger")
+        try:
+            stranger.wait_ready()
+            sha = sha_for("own queue")
+            deployment_id = web.push(sha, tiny_site())
+            time.sleep(2)
+            assert any(deployment_id in body for body in waiting_messages(queue_namespace(web.settings)))
+            assert Deployment.get_by_id(deployment_id).state is DeploymentStatus.PENDING
+            assert web.fake.statuses(sha) == []
+        finally:
+            assert stranger.stop() == 0
+            drop_redis_keys(queue_namespace(other))
+    worker = start_worker()
+    assert _wait(web, deployment_id, worker)["status"] == "READY"
