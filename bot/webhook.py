@@ -35,7 +35,12 @@ def receive_webhook() -> tuple[Response, int]:
     signature = request.headers.get("X-Hub-Signature-256", "")
     if not signature:
         return _answer(401, "missing X-Hub-Signature-256 (the SHA-1 X-Hub-Signature is not accepted)")
-    if not signature.startswith("sha256=") or not verify(settings.github_webhook_secret, body, signature):
+    # hmac.compare_digest refuses non-ASCII text with a TypeError; such a header never matches.
+    if (
+        not signature.startswith("sha256=")
+        or not signature.isascii()
+        or not verify(settings.github_webhook_secret, body, signature)
+    ):
         return _answer(401, "signature does not match")
     name = request.headers.get("X-GitHub-Event", "")
     delivery_id = request.headers.get("X-GitHub-Delivery", "")
