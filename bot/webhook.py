@@ -62,7 +62,8 @@ def _payload(body: bytes, content_type: str) -> dict[str, Any] | None:
         if content_type.startswith("application/x-www-form-urlencoded"):
             body = parse_qs(body.decode("utf-8")).get("payload", [""])[0].encode()
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack.
         return None
     return data if isinstance(data, dict) else None
 

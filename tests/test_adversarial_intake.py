@@ -29,3 +29,10 @@ def test_signature_with_non_ascii_characters_is_refused(service: Service) -> Non
     assert _post(service, body, "sha256=\xe9\xe9".encode("latin-1")) == 401
     assert _post(service, body, ("sha256=" + "\xff" * 64).encode("latin-1")) == 401
     assert Deployment.select().count() == 0 and WebhookDelivery.select().count() == 0
+
+
+def test_deeply_nested_json_is_a_400(service: Service) -> None:
+    for body in (b"[" * 200_000 + b"]" * 200_000, b'{"a":' * 200_000 + b"1" + b"}" * 200_000):
+        response = service.send("push", body)
+        assert response.status_code == 400, response.text
+    assert WebhookDelivery.select().count() == 0
