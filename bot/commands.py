@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bot.plan import MAX_NUMBER, identifier, mapping, text
+
 COMMANDS = ("deploy", "redeploy", "cancel", "status", "help")
 # https://docs.github.com/en/rest/collaborators/collaborators#get-repository-permissions-for-a-user
 # (`maintain` shows as `write` there).
@@ -81,22 +83,25 @@ def plan_comment(payload: dict[str, Any], *, app_id: str | None) -> CommentPlan 
     """None unless a person created a comment that holds a command line."""
     if payload.get("action") != "created":
         return None
-    comment = payload.get("comment") or {}
-    user = comment.get("user") or {}
-    if user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]"):
+    comment = mapping(payload.get("comment"))
+    user = mapping(comment.get("user"))
+    login = text(user.get("login")) or ""
+    if user.get("type") == "Bot" or login.endswith("[bot]"):
         return None
-    via = comment.get("performed_via_github_app") or {}
-    if app_id and isinstance(via, dict) and str(via.get("id")) == str(app_id):
+    via = mapping(comment.get("performed_via_github_app"))
+    if app_id and str(via.get("id")) == str(app_id):
         return None
-    commands = find_commands(str(comment.get("body") or ""))
-    issue = payload.get("issue") or {}
-    if not commands or not isinstance(comment.get("id"), int) or not isinstance(issue.get("number"), int):
+    commands = find_commands(text(comment.get("body")) or "")
+    issue = mapping(payload.get("issue"))
+    comment_id = identifier(comment.get("id"))
+    number = identifier(issue.get("number"), maximum=MAX_NUMBER)
+    if not commands or comment_id is None or number is None or not login:
         return None
     return CommentPlan(
         command=commands[0],
         on_pull_request=bool(issue.get("pull_request")),
-        number=issue["number"],
-        comment_id=comment["id"],
-        author=str(user.get("login", "")),
+        number=number,
+        comment_id=comment_id,
+        author=login,
         ignored=len(commands) - 1,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.plan import identifier, mapping, text
 from bot.projects import forget_installation, record_installation
 from bot.router import Event, Outcome, Router
 
@@ -9,11 +10,11 @@ router = Router()
 
 
 def _installation(event: Event) -> tuple[int, str] | None:
-    installation = event.payload.get("installation") or {}
-    if not isinstance(installation.get("id"), int):
+    installation = mapping(event.payload.get("installation"))
+    installation_id = identifier(installation.get("id"))
+    if installation_id is None:
         return None
-    account = installation.get("account") or {}
-    return installation["id"], str(account.get("login", ""))
+    return installation_id, text(mapping(installation.get("account")).get("login")) or ""
 
 
 @router.register("installation", action="created")

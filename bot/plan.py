@@ -8,6 +8,31 @@ from typing import Any
 
 ZERO_SHA = "0" * 40
 BRANCH_PREFIX = "refs/heads/"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+# Ids are kept in BIGINT columns, pull request numbers in INTEGER ones.
+MAX_ID = 2**63 - 1
+MAX_NUMBER = 2**31 - 1
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """A payload field that should be a JSON object: itself, or an empty one when it is not."""
+    return value if isinstance(value, dict) else {}
+
+
+def identifier(value: Any, *, maximum: int = MAX_ID) -> int | None:
+    """A payload field that should be a positive integer id or number, or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
+        return None
+    return value
+
+
+def text(value: Any) -> str | None:
+    """A payload field that should be a string, or None."""
+    return value if isinstance(value, str) else None
+
+
+def is_sha(value: str) -> bool:
+    return bool(_SHA.match(value))
 
 
 @dataclass(frozen=True)
@@ -34,39 +59,40 @@ class BuildPlan:
 
 
 def repo_ref(payload: dict[str, Any]) -> RepoRef | None:
-    repository = payload.get("repository")
-    if not isinstance(repository, dict) or not isinstance(repository.get("id"), int):
+    repository = mapping(payload.get("repository"))
+    github_id = identifier(repository.get("id"))
+    name = text(repository.get("name"))
+    if github_id is None or not name:
         return None
-    owner = repository.get("owner") or {}
-    installation = payload.get("installation") or {}
-    login = owner.get("login") or owner.get("name") or repository.get("full_name", "/").split("/")[0]
+    owner = mapping(repository.get("owner"))
+    login = text(owner.get("login")) or text(owner.get("name")) or (text(repository.get("full_name")) or "/")
     return RepoRef(
-        github_id=repository["id"],
-        owner=str(login),
-        name=str(repository.get("name", "")),
-        html_url=str(repository.get("html_url", "")),
-        default_branch=str(repository.get("default_branch") or repository.get("master_branch") or "main"),
-        installation_id=installation.get("id") if isinstance(installation.get("id"), int) else None,
+        github_id=github_id,
+        owner=login.split("/")[0],
+        name=name,
+        html_url=text(repository.get("html_url")) or "",
+        default_branch=text(repository.get("default_branch")) or text(repository.get("master_branch")) or "main",
+        installation_id=identifier(mapping(payload.get("installation")).get("id")),
     )
 
 
 def plan_push(payload: dict[str, Any]) -> BuildPlan:
     """A push to a branch builds its new head; tag pushes and deletions build nothing."""
-    ref = str(payload.get("ref", ""))
-    after = str(payload.get("after", ""))
+    ref = text(payload.get("ref")) or ""
+    after = text(payload.get("after")) or ""
     if not ref.startswith(BRANCH_PREFIX):
         return BuildPlan(False, "not a branch push (a tag or other ref)")
     if payload.get("deleted") or after == ZERO_SHA:
         return BuildPlan(False, "branch deleted")
-    if len(after) != 40:
+    if not is_sha(after):
         return BuildPlan(False, "push without a new head commit")
-    head = payload.get("head_commit") or {}
+    head = mapping(payload.get("head_commit"))
     return BuildPlan(
         True,
         "push",
         sha=after,
         branch=ref[len(BRANCH_PREFIX) :],
-        message=str(head.get("message") or ""),
+        message=text(head.get("message")) or "",
     )
 
 
@@ -107,8 +133,13 @@ def changed_paths(payload: dict[str, Any]) -> list[str] | None:
         return None
     paths: set[str] = set()
     for commit in commits:
+        if not isinstance(commit, dict):
+            return None
         for key in ("added", "modified", "removed"):
-            paths.update(str(path) for path in commit.get(key) or [])
+            listed = commit.get(key) or []
+            if not isinstance(listed, list):
+                return None
+            paths.update(str(path) for path in listed)
     return sorted(paths)
 
 
@@ -156,13 +187,15 @@ class PullRequestPlan:
 
 
 def plan_pull_request(payload: dict[str, Any]) -> PullRequestPlan | None:
-    pull = payload.get("pull_request")
-    if not isinstance(pull, dict) or not isinstance(pull.get("number"), int):
+    pull = mapping(payload.get("pull_request"))
+    number = identifier(pull.get("number"), maximum=MAX_NUMBER)
+    head = mapping(pull.get("head"))
+    base = mapping(pull.get("base"))
+    head_sha = text(head.get("sha")) or ""
+    if number is None or not is_sha(head_sha):
         return None
-    head = pull.get("head") or {}
-    base = pull.get("base") or {}
     head_repo = head.get("repo")
-    base_repo = base.get("repo") or payload.get("repository") or {}
+    base_repo = mapping(base.get("repo")) or mapping(payload.get("repository"))
     # A deleted fork leaves head.repo null: treat it as a fork.
     from_fork = not isinstance(head_repo, dict) or head_repo.get("id") != base_repo.get("id")
     action = payload.get("action")
@@ -174,10 +207,10 @@ def plan_pull_request(payload: dict[str, Any]) -> PullRequestPlan | None:
     else:
         reason = f"pull_request.{action}"
     return PullRequestPlan(
-        number=pull["number"],
-        head_sha=str(head.get("sha", "")),
-        head_ref=str(head.get("ref", "")),
-        base_ref=str(base.get("ref", "")),
+        number=number,
+        head_sha=head_sha,
+        head_ref=text(head.get("ref")) or "",
+        base_ref=text(base.get("ref")) or "",
         from_fork=from_fork,
         build=build,
         reason=reason,
@@ -209,19 +242,21 @@ def plan_check_event(event: str, payload: dict[str, Any], app_id: str | None) ->
     """check_run.rerequested / requested_action and check_suite.rerequested of this App."""
     action = payload.get("action")
     if event == "check_suite":
-        suite = payload.get("check_suite") or {}
-        if action != "rerequested" or not is_this_app(suite.get("app"), app_id):
+        suite = mapping(payload.get("check_suite"))
+        sha = text(suite.get("head_sha")) or ""
+        if action != "rerequested" or not is_this_app(suite.get("app"), app_id) or not is_sha(sha):
             return None
-        return CheckAction(REDEPLOY, None, str(suite.get("head_sha", "")), suite.get("head_branch"))
-    run = payload.get("check_run") or {}
-    if not is_this_app(run.get("app"), app_id):
+        return CheckAction(REDEPLOY, None, sha, text(suite.get("head_branch")))
+    run = mapping(payload.get("check_run"))
+    sha = text(run.get("head_sha")) or ""
+    if not is_this_app(run.get("app"), app_id) or not is_sha(sha):
         return None
-    suite = run.get("check_suite") or {}
-    external_id = run.get("external_id") or None
+    branch = text(mapping(run.get("check_suite")).get("head_branch"))
+    external_id = text(run.get("external_id")) or None
     if action == "rerequested":
-        return CheckAction(REDEPLOY, external_id, str(run.get("head_sha", "")), suite.get("head_branch"))
+        return CheckAction(REDEPLOY, external_id, sha, branch)
     if action == "requested_action":
-        identifier = (payload.get("requested_action") or {}).get("identifier")
-        if identifier in (REDEPLOY, CANCEL):
-            return CheckAction(identifier, external_id, str(run.get("head_sha", "")), suite.get("head_branch"))
+        button = mapping(payload.get("requested_action")).get("identifier")
+        if button in (REDEPLOY, CANCEL):
+            return CheckAction(button, external_id, sha, branch)
     return None

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from models import Deployment, WebhookDelivery
-from tests.conftest import Service
-from tests.payloads import push_payload, sha_for
+from tests.conftest import APP_ID, Service
+from tests.payloads import REPO, check_payload, comment_payload, load, pr_payload, push_payload, sha_for
 
 
 def _post(service: Service, body: bytes, signature: bytes) -> int:
@@ -36,3 +40,61 @@ def test_deeply_nested_json_is_a_400(service: Service) -> None:
         response = service.send("push", body)
         assert response.status_code == 400, response.text
     assert WebhookDelivery.select().count() == 0
+
+
+def _with(payload: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """payload with the field at a dotted path replaced by value."""
+    *parents, last = path.split(".")
+    target = payload
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return payload
+
+
+SHA = sha_for("malformed")
+# (event, payload, whether a deployment may still come of it: the broken field is not essential)
+MALFORMED: list[tuple[str, Callable[[], dict[str, Any]], bool]] = [
+    ("push", lambda: _with(push_payload(SHA), "installation", [1]), False),
+    ("push", lambda: _with(push_payload(SHA), "installation", {"id": 10**30}), False),
+    ("push", lambda: _with(push_payload(SHA), "repository.owner", "Codertocat"), True),
+    ("push", lambda: _with(push_payload(SHA), "repository.id", 10**30), False),
+    ("push", lambda: _with(push_payload(SHA), "repository.name", ["Hello-World"]), False),
+    ("push", lambda: _with(push_payload(SHA), "after", "../../../../../../../../../../../../../x"), False),
+    ("push", lambda: _with(push_payload(SHA), "head_commit", "Update the site"), True),
+    ("push", lambda: _with(push_payload(SHA), "commits", [1, "a"]), True),
+    ("push", lambda: _with(push_payload(SHA), "commits", [{"added": 5}]), True),
+    ("pull_request", lambda: _with(pr_payload("opened", head_sha=SHA), "pull_request.head", "changes"), False),
+    ("pull_request", lambda: _with(pr_payload("opened", head_sha=SHA), "pull_request.base", ["main"]), True),
+    ("pull_request", lambda: _with(pr_payload("opened", head_sha=SHA), "pull_request.base.repo", "x"), True),
+    ("pull_request", lambda: _with(pr_payload("opened", head_sha=SHA), "pull_request.number", 10**30), False),
+    ("pull_request", lambda: _with(pr_payload("opened", head_sha=SHA), "pull_request.head.sha", {"a": 1}), False),
+    ("pull_request", lambda: _with(pr_payload("closed", head_sha=SHA), "installation", "1"), False),
+    ("issue_comment", lambda: _with(comment_payload("/deploy"), "comment", [1]), False),
+    ("issue_comment", lambda: _with(comment_payload("/deploy"), "comment.user", "Codertocat"), False),
+    ("issue_comment", lambda: _with(comment_payload("/deploy"), "comment.id", 10**30), False),
+    ("issue_comment", lambda: _with(comment_payload("/deploy"), "issue", "#2"), False),
+    ("check_run", lambda: _with(_check("check_run.rerequested"), "check_run", "x"), False),
+    ("check_run", lambda: _with(_check("check_run.requested_action"), "requested_action", "redeploy"), False),
+    ("check_run", lambda: _with(_check("check_run.rerequested"), "check_run.head_sha", "../x"), False),
+    ("check_suite", lambda: _with(_check("check_suite.rerequested"), "check_suite", ["x"]), False),
+    ("installation", lambda: _with(load("installation.created"), "installation", [1]), False),
+    ("installation", lambda: _with(load("installation.created"), "installation.account", "octocat"), False),
+]
+
+
+def _check(name: str) -> dict[str, Any]:
+    return check_payload(name, app_id=APP_ID, sha=SHA, external_id=None)
+
+
+@pytest.mark.parametrize(("event", "make", "may_build"), MALFORMED)
+def test_fields_of_the_wrong_type_are_not_a_5xx(
+    service: Service, event: str, make: Callable[[], dict[str, Any]], may_build: bool
+) -> None:
+    service.fake.add_tarball(REPO, SHA, {"index.html": "ok"})
+    response = service.send(event, make())
+    assert response.status_code < 500, response.text
+    if may_build:
+        assert [d.commit_sha for d in Deployment.select()] == [SHA]
+    else:
+        assert Deployment.select().count() == 0
