@@ -18,7 +18,7 @@ from core.errors import (
     StorageError,
 )
 from core.timeutil import utcnow
-from models import Deployment, DeploymentStatus, Project, PullRequest
+from models import Deployment, DeploymentStatus, Project
 from tasks import pipeline, previews
 from tasks.broker import UNBOUND
 from tasks.runtime import Runtime, current
@@ -292,5 +292,3 @@ def recover_deployments(*, at_start: bool) -> int:
             enqueue_build(row.id, delay_seconds=(lease_until - now).total_seconds() + 1)
     return count
 
-
-__all__ = ["PullRequest", "build_deployment", "close_pull_request", "enqueue_build", "report_deployment"]
