@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 SERVICE_PREFIX = "==> "
+MIN_REDACTED_PART = 16
 
 
 class BuildLog:
@@ -22,8 +23,17 @@ class BuildLog:
         self._redactions: list[str] = []
 
     def redact(self, *values: str) -> None:
-        """Never write these values (tokens, keys) to the log."""
-        self._redactions.extend(value for value in values if value)
+        """Never write these values (tokens, keys) to the log.
+
+        The log is written a line at a time, so a multi-line value (a PEM key) is also
+        redacted line by line; its lines too short to say anything are left alone.
+        """
+        for value in values:
+            if not value:
+                continue
+            self._redactions.append(value)
+            parts = (part.strip() for part in value.splitlines())
+            self._redactions.extend(part for part in parts if len(part) >= MIN_REDACTED_PART and part != value)
 
     def line(self, text: str) -> None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
