@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from peewee import ModelSelect
+
 from bot.plan import branch_lane, pr_lane, preview_environment, skip_marker
 from bot.router import Outcome
 from core.timeutil import utcnow
@@ -141,10 +143,12 @@ def supersede(project: Project, lane: str, newer: Deployment) -> Outcome:
     )
 
 
-def cancel_deployments(query: object, reason: str) -> Outcome:
+def cancel_deployments(query: ModelSelect[Deployment], reason: str) -> Outcome:
     """Queued ones end now; running ones are asked to stop (their worker ends them)."""
     outcome = Outcome()
-    for deployment in list(query):  # type: ignore[call-overload]
+    # Rows are locked in one order (by id): two webhooks cancelling the same deployments at
+    # once would otherwise take them in different orders and deadlock on PostgreSQL.
+    for deployment in list(query.order_by(Deployment.id)):
         ended = (
             Deployment.update(
                 status=DeploymentStatus.CANCELLED.value, outcome="cancelled", reason=reason, finished_at=utcnow()

@@ -143,3 +143,77 @@ def test_queues_of_two_instances_do_not_mix(
             drop_redis_keys(queue_namespace(other))
     worker = start_worker()
     assert _wait(web, deployment_id, worker)["status"] == "READY"
+
+
+def test_concurrent_supersedes_do_not_deadlock(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two pushes to one branch at once cancel the same older deployments; on PostgreSQL they
+    must lock them in one order, or one webhook dies with `deadlock detected` (a 500 to GitHub).
+
+    The second transaction is made to see the rows in another order than the first (an update
+    moves a row to the end of the table), as the service's own updates do under load.
+    """
+    import threading
+
+    import peewee
+
+    from bot import deployments
+    from bot.plan import branch_lane
+    from core.timeutil import utcnow
+    from models import Project
+
+    models.connect(postgres_url)
+    models.create_schema()
+    lane = branch_lane("main")
+    project = Project.create(owner_id="o", name="site", github_url="https://github.com/o/site", github_repo_id=7)
+    older = [
+        Deployment.create(project=project, commit_sha=sha_for(f"older {n}"), branch="main", lane=lane) for n in range(2)
+    ]
+    selected = {name: threading.Event() for name in ("first", "second")}
+    go = {name: threading.Event() for name in ("first", "second")}
+    arrived = {name: threading.Event() for name in ("first", "second")}
+    calls: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def paced_utcnow() -> object:
+        # cancel_deployments asks for the time once per row, just before it updates that row.
+        name = threading.current_thread().name
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] == 1:
+            selected[name].set()
+            go[name].wait(10)
+        elif calls[name] == 2:
+            other = "second" if name == "first" else "first"
+            arrived[name].set()
+            arrived[other].wait(3)  # both hold their first row now, unless one waits on the other
+        return utcnow()
+
+    monkeypatch.setattr(deployments, "utcnow", paced_utcnow)
+
+    def push(name: str) -> None:
+        try:
+            with models.database.atomic():
+                newer = Deployment.create(
+                    project=project, commit_sha=sha_for(name), branch="main", lane=lane, created_at=utcnow()
+                )
+                deployments.supersede(project, lane, newer)
+        except peewee.DatabaseError as error:
+            errors.append(error)
+        finally:
+            models.database.close()
+
+    first = threading.Thread(target=push, args=("first",), name="first")
+    first.start()
+    assert selected["first"].wait(10)
+    # Move the older of the two to the end: the next snapshot lists them the other way round.
+    for status in (DeploymentStatus.BUILDING, DeploymentStatus.PENDING):
+        Deployment.update(status=status.value).where(Deployment.id == older[0].id).execute()
+    second = threading.Thread(target=push, args=("second",), name="second")
+    second.start()
+    assert selected["second"].wait(10)
+    go["first"].set()
+    go["second"].set()
+    first.join(30)
+    second.join(30)
+
+    assert not errors, errors
+    assert {Deployment.get_by_id(d.id).status for d in older} == {DeploymentStatus.CANCELLED.value}
