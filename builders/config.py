@@ -16,6 +16,7 @@ BUILDERS = ("static", "docker")
 NETWORKS = ("none", "host")
 OUTPUT_DIR_CANDIDATES = ("dist", "build", "out", "public")
 MAX_TIMEOUT = 24 * 3600
+MAX_SHOWN_KEYS = 10
 KNOWN_KEYS = {
     "root",
     "builder",
@@ -60,13 +61,20 @@ def parse_config(text: str | None) -> RepoConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"dyonisus.yml is not valid YAML: {error}") from None
+    except ValueError as error:
+        # An integer of more digits than Python converts (sys.get_int_max_str_digits()).
+        raise ConfigError(f"dyonisus.yml holds a value that cannot be read: {error}") from None
+    except RecursionError:
+        raise ConfigError("dyonisus.yml is nested too deeply") from None
     if data is None:
         return RepoConfig()
     if not isinstance(data, dict):
         raise ConfigError("dyonisus.yml must be a mapping of keys such as build_command: …")
     unknown = sorted(set(map(str, data)) - KNOWN_KEYS)
     if unknown:
-        raise ConfigError(f"dyonisus.yml has unknown keys: {', '.join(unknown)}")
+        shown = ", ".join(key if len(key) <= 40 else key[:39] + "…" for key in unknown[:MAX_SHOWN_KEYS])
+        more = f" and {len(unknown) - MAX_SHOWN_KEYS} more" if len(unknown) > MAX_SHOWN_KEYS else ""
+        raise ConfigError(f"dyonisus.yml has unknown keys: {shown}{more}")
     return RepoConfig(
         root=_relative_path(data, "root") or ".",
         builder=_choice(data, "builder", BUILDERS),
@@ -85,6 +93,18 @@ def parse_config(text: str | None) -> RepoConfig:
     )
 
 
+def _shown(value: object, *, limit: int = 80) -> str:
+    """A value as an error message shows it: a short scalar, or only the kind of a collection.
+
+    YAML aliases let a few bytes stand for a structure of billions of items, so a collection
+    is never turned into text.
+    """
+    if isinstance(value, str | bool | int | float) or value is None:
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"a {type(value).__name__}"
+
+
 def _string(data: dict[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is None:
@@ -97,7 +117,7 @@ def _string(data: dict[str, Any], key: str) -> str | None:
 def _choice(data: dict[str, Any], key: str, choices: tuple[str, ...]) -> str | None:
     value = _string(data, key)
     if value is not None and value not in choices:
-        raise ConfigError(f"dyonisus.yml: {key} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(f"dyonisus.yml: {key} must be one of {', '.join(choices)}, got {_shown(value)}")
     return value
 
 
@@ -107,7 +127,7 @@ def _relative_path(data: dict[str, Any], key: str) -> str | None:
         return None
     path = PurePosixPath(value)
     if path.is_absolute() or ".." in path.parts or "\\" in value:
-        raise ConfigError(f"dyonisus.yml: {key} must be a path inside the repository, got {value!r}")
+        raise ConfigError(f"dyonisus.yml: {key} must be a path inside the repository, got {_shown(value)}")
     return str(path)
 
 
@@ -134,7 +154,7 @@ def _positive_int(data: dict[str, Any], key: str, *, maximum: int) -> int | None
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise ConfigError(f"dyonisus.yml: {key} must be a whole number from 1 to {maximum}, got {value!r}")
+        raise ConfigError(f"dyonisus.yml: {key} must be a whole number from 1 to {maximum}, got {_shown(value)}")
     return value
 
 
@@ -155,6 +175,8 @@ def _string_map(data: dict[str, Any], key: str) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise ConfigError(f"dyonisus.yml: {key} must be a mapping of NAME: value")
+    if not all(isinstance(item, str | int | float) or item is None for item in value.values()):
+        raise ConfigError(f"dyonisus.yml: {key} values must be strings")
     return {str(name): "" if item is None else str(item) for name, item in value.items()}
 
 
@@ -165,7 +187,7 @@ def _memory(data: dict[str, Any]) -> str | None:
     number, unit = value[:-1], value[-1:].lower()
     if value.isdigit() or (unit in "kmg" and number.isdigit()):
         return value.lower()
-    raise ConfigError(f"dyonisus.yml: memory must look like 512m or 1g, got {value!r}")
+    raise ConfigError(f"dyonisus.yml: memory must look like 512m or 1g, got {_shown(value)}")
 
 
 def _cpus(data: dict[str, Any]) -> float | None:
@@ -173,5 +195,5 @@ def _cpus(data: dict[str, Any]) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 64:
-        raise ConfigError(f"dyonisus.yml: cpus must be a number above 0, got {value!r}")
+        raise ConfigError(f"dyonisus.yml: cpus must be a number above 0, got {_shown(value)}")
     return float(value)
