@@ -51,6 +51,12 @@ class CommandRunner:
             raise BuildFailed(f"command not found: {argv[0]}") from None
         except PermissionError:
             raise BuildFailed(f"command cannot be run (permission denied): {argv[0]}") from None
+        except OSError as error:
+            # Not a program (ENOEXEC), arguments over the system's limit (E2BIG), …
+            raise BuildFailed(f"command cannot be run ({error.strerror}): {argv[0][:200]}") from None
+        except ValueError as error:
+            # A NUL byte in an argument.
+            raise BuildFailed(f"command cannot be run ({error}): {argv[0][:200]!r}") from None
         reader = threading.Thread(target=_copy_lines, args=(process, log), daemon=True)
         reader.start()
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import Service
 from tests.payloads import sha_for
 
@@ -23,3 +25,24 @@ def test_a_build_that_prints_the_private_key_does_not_leak_it(service: Service, 
     assert "$ cat key.pem env.txt" in log
     leaked = [line for line in body_lines if len(line) >= 16 and line in log]
     assert not leaked, f"{len(leaked)} lines of the private key are in the log"
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        # A file marked executable that is no program: exec() fails with ENOEXEC.
+        ("install_command: [chmod, +x, run]\nbuild_command: [./run]\n", "./run"),
+        ('build_command: ["ec\\0ho", hi]\n', "ec"),
+        ("build_command: [echo, " + "x" * 200_000 + "]\n", "echo"),
+    ],
+    ids=["not-a-program", "nul-byte", "too-long"],
+)
+def test_a_command_that_cannot_start_fails_the_build_not_the_service(
+    service: Service, config: str, expected: str
+) -> None:
+    files: dict[str, str | bytes] = {"run": "this is not a program", "public/index.html": "ok"}
+    files["dyonisus.yml"] = config + "output_dir: public\n"
+    data = service.wait(service.push(sha_for("cannot-start-" + config[:40]), files))
+    assert data["status"] == "FAILED"
+    assert data["outcome"] == "failure", data["reason"]
+    assert expected in data["reason"] and "cannot be run" in data["reason"]
