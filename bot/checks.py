@@ -51,18 +51,22 @@ def _original(project: Project, action: CheckAction) -> Deployment | None:
 
 
 def _redeploy(project: Project, action: CheckAction, original: Deployment | None) -> Outcome:
-    if original is not None and original.from_fork:
+    if original is None:
+        # Only a commit the service deployed is built again: the payload's SHA and branch
+        # may be those of a fork's pull request, which runs only once approved.
+        return Outcome(notes=[f"nothing to re-run: {action.sha[:7]} was never deployed"])
+    if original.from_fork:
         # A fork's code runs only with a fresh approval (see bot/commands).
         return Outcome(notes=["a fork deployment needs a new /deploy approval"])
     return request_deployment(
         project,
         Request(
-            sha=action.sha,
-            branch=original.branch if original else action.branch,
+            sha=original.commit_sha,
+            branch=original.branch,
             trigger="rerun",
-            pr_number=original.pr_number if original else None,
-            message=original.commit_message if original else "",
-            source_ref=original.source_ref if original else None,
+            pr_number=original.pr_number,
+            message=original.commit_message,
+            source_ref=original.source_ref,
             force=True,
         ),
     )
