@@ -108,8 +108,11 @@ def _deploy(runtime: Runtime, github: Installation, command: CommentCommand) -> 
     _remember(command.project, pull)
     head = pull.get("head") or {}
     sha = str(head.get("sha", ""))
-    if command.args and not sha.startswith(command.args):
-        matches = [c for c in github.list_pull_commits(repo, command.number) if c.startswith(command.args)]
+    if command.args and sha != command.args:
+        # A short SHA names a commit only when no other commit of the pull request (the head
+        # included) begins with it: a fork can push a head that shares a reviewed commit's prefix.
+        commits = {*github.list_pull_commits(repo, command.number), sha}
+        matches = [c for c in commits if c.startswith(command.args)]
         if len(matches) != 1:
             _react(github, command, "confused")
             _reply(github, command, f"`{command.args}` is not one commit of #{command.number}; nothing was deployed.")

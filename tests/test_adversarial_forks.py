@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from models import Deployment
-from tests.conftest import APP_ID, Service
-from tests.payloads import REPO, check_payload, pr_payload, sha_for
+from models import CommentCommand, Deployment
+from tests.conftest import APP_ID, Service, wait_for
+from tests.payloads import REPO, check_payload, comment_payload, pr_payload, pull_json, sha_for
 
 
 @pytest.mark.parametrize("event", ["check_suite.rerequested", "check_run.rerequested", "check_run.requested_action"])
@@ -28,3 +28,23 @@ def test_a_rerun_of_an_unapproved_fork_commit_builds_nothing(service: Service, e
     assert response.json().get("deployments", []) == []
     assert Deployment.select().count() == 0
     assert not service.fake.requests("GET", "/tarball/")
+
+
+def test_a_short_sha_shared_by_the_fork_head_is_not_an_approval_of_the_head(service: Service) -> None:
+    # The fork pushed a head whose SHA begins like the reviewed commit's (28 bits: minutes of
+    # brute force); `/deploy <reviewed prefix>` must not build that head.
+    prefix = "abcdef1"
+    reviewed, sneaked = prefix + sha_for("reviewed")[7:], prefix + sha_for("sneaked")[7:]
+    service.fake.pulls[2] = pull_json(2, head_sha=sneaked, fork=True)
+    service.fake.pull_commits[2] = [reviewed, sneaked]
+    service.fake.add_tarball(REPO, reviewed, {"index.html": "reviewed"})
+    service.fake.add_tarball(REPO, sneaked, {"index.html": "sneaked"})
+    service.fake.permissions[(REPO.lower(), "codertocat")] = "write"
+    service.send("issue_comment", comment_payload(f"/deploy {prefix}"))
+    wait_for(lambda: all(c.state != "queued" for c in CommentCommand.select()))
+    assert Deployment.select().count() == 0
+    (reply,) = [c for c in service.fake.comments.values() if "dyonisus-deploy:reply" in c["body"]]
+    assert "nothing was deployed" in reply["body"]
+    service.send("issue_comment", comment_payload(f"/deploy {reviewed[:12]}", comment_id=5002))
+    wait_for(lambda: Deployment.select().count() == 1)
+    assert Deployment.get().commit_sha == reviewed
