@@ -18,6 +18,7 @@ from core.errors import GitHubError
 from core.timeutil import utcnow
 from models import CommentCommand, Deployment, DeploymentStatus, Project, PullRequest, database
 from tasks.broker import UNBOUND
+from tasks.deploy import RETRIED
 from tasks.runtime import Runtime, current
 from web.urls import details_url
 
@@ -138,7 +139,7 @@ def _deploy(runtime: Runtime, github: Installation, command: CommentCommand) -> 
     _react(github, command, "eyes")
     deployment_id = _request(command, sha, str(head.get("ref", "")), from_fork)
     approval = " This approves that commit only; later pushes need a new `/deploy`." if from_fork else ""
-    _reply(
+    _reply_after_acting(
         github,
         command,
         f"🚀 Deploying `{sha[:7]}` as asked by @{command.author}.{approval} "
@@ -205,7 +206,7 @@ def _redeploy(runtime: Runtime, github: Installation, command: CommentCommand) -
         _finish(command, "done")
         return
     deployment_id = _request(command, latest.commit_sha, latest.branch or "", latest.from_fork)
-    _reply(
+    _reply_after_acting(
         github,
         command,
         f"🔁 Redeploying `{latest.sha7}` as asked by @{command.author}. "
@@ -227,7 +228,7 @@ def _cancel(runtime: Runtime, github: Installation, command: CommentCommand) -> 
     _send(outcome)
     count = len(outcome.notes)
     text = f"🛑 Cancelled {count} deployment{'s' if count != 1 else ''}." if count else "Nothing was running."
-    _reply(github, command, text)
+    _reply_after_acting(github, command, text)
     _finish(command, "done")
 
 
@@ -263,6 +264,23 @@ def _reply(github: Installation, command: CommentCommand, text: str) -> None:
     body = f"{REPLY_MARKER}\n> /{command.name} {command.args}".rstrip() + f"\n\n{text}"[:MAX_COMMENT]
     reply_id = github.create_comment(command.project.full_name, command.number, body)
     CommentCommand.update(reply_id=reply_id).where(CommentCommand.id == command.id).execute()
+
+
+def _reply_after_acting(github: Installation, command: CommentCommand, text: str) -> None:
+    """The reply of a command that already acted: running the command again is no retry (it
+    is no longer queued, or it would act twice), so only the reply is sent again."""
+    try:
+        _reply(github, command, text)
+    except GitHubError as error:
+        log.warning("the reply to command %s failed (%s); sending it again", command.id, error)
+        post_reply.send(command.id, text)
+
+
+@dramatiq.actor(broker=UNBOUND, queue_name="reports", **RETRIED)  # type: ignore[call-overload]
+def post_reply(command_id: int, text: str) -> None:
+    command = CommentCommand.get_or_none(CommentCommand.id == command_id)
+    if command is not None:
+        _reply(current().installation(command.project.installation_id), command, text)
 
 
 def _reply_quietly(github: Installation, command: CommentCommand, text: str) -> None:
