@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +18,8 @@ from core.timeutil import utcnow
 
 database = peewee.DatabaseProxy()
 
+# The key of the PostgreSQL advisory lock that serializes schema changes ("dyon").
+SCHEMA_LOCK_KEY = 0x64796F6E
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
     "busy_timeout": 10_000,
@@ -219,7 +223,7 @@ def connect(url: str) -> peewee.Database:
 def create_schema() -> None:
     """Create missing tables and add missing columns (additive migrations only)."""
     db = database.obj
-    with db.connection_context():
+    with db.connection_context(), _schema_lock(db):
         db.create_tables(MODELS, safe=True)
         migrator = SchemaMigrator.from_database(db)
         for model in MODELS:
@@ -229,6 +233,18 @@ def create_schema() -> None:
             operations = [migrator.add_column(table, f.column_name, f) for f in missing]
             if operations:
                 migrate(*operations)
+
+
+@contextmanager
+def _schema_lock(db: peewee.Database) -> Iterator[None]:
+    """One process at a time: the Procfile's processes start together, and PostgreSQL's
+    CREATE … IF NOT EXISTS fails (duplicate key in pg_class) beside a concurrent twin."""
+    if not isinstance(db, peewee.PostgresqlDatabase):
+        yield
+        return
+    with db.atomic():
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        yield
 
 
 def lease_expiry(seconds: float) -> datetime:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -17,6 +19,7 @@ from tests.conftest import Service, require, tiny_site
 from tests.payloads import push_payload, sha_for
 from tests.services import (
     REDIS_URL,
+    ROOT,
     WorkerProcess,
     drop_redis_keys,
     postgres_database,
@@ -217,3 +220,31 @@ def test_concurrent_supersedes_do_not_deadlock(postgres_url: str, monkeypatch: p
 
     assert not errors, errors
     assert {Deployment.get_by_id(d.id).status for d in older} == {DeploymentStatus.CANCELLED.value}
+
+
+def test_processes_starting_together_create_the_schema_once() -> None:
+    """The Procfile starts two web workers and a worker at once, each creating the schema on a
+    new PostgreSQL database; concurrent CREATE … IF NOT EXISTS collide there unless serialized."""
+    require(postgres_reachable(), "PostgreSQL is not running on 127.0.0.1:5432 (see ../shared/INFRA.md)")
+    script = "import sys, models; models.connect(sys.argv[1]); sys.stdin.read(); models.create_schema(); print('ok')"
+    for _attempt in range(2):
+        with postgres_database() as url:
+            starts = [
+                subprocess.Popen(
+                    [sys.executable, "-c", script, url],
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(4)
+            ]
+            time.sleep(1)  # all have imported and connected; closing their stdin starts them together
+            for process in starts:
+                assert process.stdin is not None
+                process.stdin.close()
+                process.stdin = None  # communicate() must not touch it again
+            results = [process.communicate(timeout=60) for process in starts]
+            failures = [err.strip().splitlines()[-1] for out, err in results if out.strip() != "ok"]
+            assert not failures, failures
