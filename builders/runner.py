@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from builders.identity import BuildUser
 from builders.log import BuildLog
 from core.errors import BuildCancelled, BuildFailed, BuildTimedOut
 
@@ -19,6 +20,9 @@ TERM_GRACE_SECONDS = 5.0
 
 class CommandRunner:
     """Runs a command with its output streamed, line by line, into a build log."""
+
+    def __init__(self, *, user: BuildUser | None = None) -> None:
+        self.user = user
 
     def run(
         self,
@@ -46,6 +50,9 @@ class CommandRunner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                user=self.user.uid if self.user else None,
+                group=self.user.gid if self.user else None,
+                extra_groups=[] if self.user else None,
             )
         except FileNotFoundError:
             raise BuildFailed(f"command not found: {argv[0]}") from None

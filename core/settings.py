@@ -136,6 +136,7 @@ class Settings:
     registry_password: str | None = field(default=None, repr=False)
     preview_idle_timeout: int = DEFAULT_PREVIEW_IDLE_TIMEOUT
     encryption_key: str | None = field(default=None, repr=False)
+    build_user: str | None = None
 
     @property
     def github_configured(self) -> bool:
@@ -211,6 +212,7 @@ class Settings:
         values["registry_username"] = get("REGISTRY_USERNAME") or None
         values["registry_password"] = env.get("REGISTRY_PASSWORD") or None
         values["encryption_key"] = get("ENCRYPTION_KEY") or None
+        values["build_user"] = get("BUILD_USER") or None
         return cls(**values)
 
 

@@ -291,4 +291,3 @@ def recover_deployments(*, at_start: bool) -> int:
             lease_until = row.lease_until or now
             enqueue_build(row.id, delay_seconds=(lease_until - now).total_seconds() + 1)
     return count
-

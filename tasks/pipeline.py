@@ -20,6 +20,7 @@ from bot.plan import paths_match, skip_marker
 from builders.base import BuildContext, Builder, BuildOutput, build_environment, choose_builder
 from builders.config import CONFIG_FILE_NAMES, RepoConfig, parse_config
 from builders.docker import DockerBuilder
+from builders.identity import hand_over
 from builders.log import BuildLog
 from builders.runner import CommandRunner
 from builders.static import StaticBuilder
@@ -253,6 +254,12 @@ def build(
     log.step(f"building with the {name} builder (time limit {timeout} s)")
     home = work / "home"
     (home / "tmp").mkdir(parents=True)
+    user = runtime.build_user
+    if user is not None:
+        # The build user may pass through the work folder (not list it) and owns src/ and home/.
+        work.chmod(0o711)
+        hand_over(source, user)
+        hand_over(home, user)
     context = BuildContext(
         deployment_id=deployment.id,
         repository=repo,
@@ -261,8 +268,8 @@ def build(
         work_dir=work,
         config=config,
         log=log,
-        runner=CommandRunner(),
-        env=build_environment(home, npm_cache=runtime.npm_cache),
+        runner=CommandRunner(user=user),
+        env=build_environment(home, npm_cache=runtime.npm_cache()),
         deadline=time.monotonic() + timeout,
         should_stop=heartbeat.cancelled.is_set,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -196,6 +197,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder builds may write to: they run as another user (BUILD_USER) when tests run as root."""
+    folder = Path(tempfile.mkdtemp(prefix="dyonisus-shared-"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,9 @@ def _pid_alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def test_build_time_out_stops_the_whole_process_group(make_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_build_time_out_stops_the_whole_process_group(make_service, shared_dir: Path) -> None:  # type: ignore[no-untyped-def]
     service: Service = make_service(build_timeout=3)
-    pids = tmp_path / "pids"
+    pids = shared_dir / "pids"
     files = tiny_site()
     # The build starts a grandchild; both must be gone after the time-out.
     files["build.js"] = (

@@ -292,9 +292,8 @@ class _Watcher:
             self.most = max(self.most, _live_builds(self.marker_dir))
 
 
-def test_new_push_supersedes_the_running_build(service: Service, tmp_path: Path) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
+def test_new_push_supersedes_the_running_build(service: Service, shared_dir: Path) -> None:
+    markers = shared_dir
     watcher = _Watcher(markers)
     first_sha, second_sha = sha_for("older"), sha_for("newer")
     first = service.push(first_sha, _slow_site(markers, "older", 30), branch="feature")
@@ -315,10 +314,9 @@ def test_new_push_supersedes_the_running_build(service: Service, tmp_path: Path)
     assert runs[first]["conclusion"] == "cancelled" and runs[second]["conclusion"] == "success"
 
 
-def test_queued_deployment_superseded_before_it_starts(make_service, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_queued_deployment_superseded_before_it_starts(make_service, shared_dir: Path) -> None:  # type: ignore[no-untyped-def]
     service: Service = make_service(worker_concurrency=1)
-    markers = tmp_path / "markers"
-    markers.mkdir()
+    markers = shared_dir
     blocker = service.push(sha_for("blocker"), _slow_site(markers, "blocker", 3), branch="other")
     wait_for(lambda: (markers / "blocker.pid").exists())
     queued_sha = sha_for("queued")
@@ -331,9 +329,8 @@ def test_queued_deployment_superseded_before_it_starts(make_service, tmp_path: P
     assert not service.fake.requests("GET", f"/tarball/{queued_sha}")
 
 
-def test_different_branches_build_side_by_side(service: Service, tmp_path: Path) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
+def test_different_branches_build_side_by_side(service: Service, shared_dir: Path) -> None:
+    markers = shared_dir
     watcher = _Watcher(markers)
     one = service.push(sha_for("left"), _slow_site(markers, "left", 2), branch="left")
     two = service.push(sha_for("right"), _slow_site(markers, "right", 2), branch="right")
