@@ -1,0 +1,284 @@
+"""Webhook intake: signed ~8 KB push deliveries against the service under gunicorn, beside a bare endpoint.
+
+    python bench/intake.py [--requests 4000] [--concurrency 8]
+
+Both apps run under the same gunicorn settings as the Procfile's web process (2 workers, 4 threads).
+The service has REDIS_URL set, so it only records and enqueues (no worker runs); its database is a
+temporary SQLite file (or --database-url). The load comes from a bounded pool of keep-alive httpx
+clients on loopback. Prints requests/s, p50 and p99 for each and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.settings import Settings  # noqa: E402
+from tasks.broker import queue_namespace  # noqa: E402
+from tests.payloads import push_payload, sha_for, sign  # noqa: E402
+from tests.services import REDIS_URL, drop_redis_keys, postgres_database, redis_reachable  # noqa: E402
+
+SECRET = "bench-webhook-secret"
+PAYLOAD_BYTES = 8 * 1024
+TARGET_RATIO = 0.8
+TARGET_P99_MS = 25.0
+
+
+def padded_push(index: int, *, repositories: int = 1) -> bytes:
+    """A push built from GitHub's example (about 8 KB), its commit message padded to PAYLOAD_BYTES.
+
+    With repositories > 1 the pushes are spread over that many repositories (one lane each).
+    """
+    payload = push_payload(sha_for(f"bench {index}"), message=f"Bench commit {index}")
+    if repositories > 1:
+        repository = payload["repository"]
+        number = index % repositories
+        repository["id"] += number
+        repository["name"] = f"{repository['name']}-{number}"
+        repository["full_name"] = f"{repository['full_name']}-{number}"
+    head = payload["head_commit"]  # also payload["commits"][0]: each character counts twice
+    room = PAYLOAD_BYTES - len(json.dumps(payload).encode())
+    head["message"] += " " + "x" * max(0, room // 2 - 1)
+    return json.dumps(payload).encode()
+
+
+def private_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+
+
+@contextmanager
+def gunicorn(app: str, env: dict[str, str], folder: Path, *, workers: int, threads: int) -> Iterator[str]:
+    """gunicorn on a loopback port, as the Procfile runs it; yields its base URL.
+
+    The socket is bound here and handed over, so that no other process can take the port between.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}"]
+    argv += ["--workers", str(workers), "--threads", str(threads), "--log-level", "warning", app]
+    log = (folder / f"gunicorn-{port}.log").open("wb")
+    process = subprocess.Popen(
+        argv,
+        cwd=folder,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        pass_fds=(listener.fileno(),),
+    )
+    listener.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, folder / f"gunicorn-{port}.log")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    with httpx.Client(trust_env=False, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"gunicorn exited:\n{log.read_text()[-3000:]}")
+            try:
+                if client.get(url + "/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise SystemExit(f"gunicorn did not answer in 60 s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+def load(url: str, bodies: list[bytes], *, concurrency: int, name: str) -> Result:
+    """Send every body once, `concurrency` at a time, each with a new delivery id."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    signed = [(body, sign(SECRET, body)) for body in bodies]
+    shares = [signed[index::concurrency] for index in range(concurrency)]
+
+    def run(share: list[tuple[bytes, str]]) -> None:
+        mine: list[float] = []
+        codes: dict[int, int] = {}
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+            for body, signature in share:
+                headers = {
+                    "X-GitHub-Event": "push",
+                    "X-GitHub-Delivery": str(uuid.uuid4()),
+                    "X-Hub-Signature-256": signature,
+                    "Content-Type": "application/json",
+                    "User-Agent": "GitHub-Hookshot/bench",
+                }
+                started = time.perf_counter()
+                try:
+                    code = client.post("/api/github/webhooks", content=body, headers=headers).status_code
+                except httpx.TransportError:
+                    code = 0  # no answer at all
+                mine.append(time.perf_counter() - started)
+                codes[code] = codes.get(code, 0) + 1
+        with lock:
+            latencies.extend(mine)
+            for code, count in codes.items():
+                statuses[code] = statuses.get(code, 0) + count
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(run, shares))
+    return Result(name, len(bodies), time.perf_counter() - started, latencies, statuses)
+
+
+def summarize(runs: list[Result]) -> tuple[float, float, float]:
+    """Median requests/s, p50 and p99 over the rounds."""
+    return (
+        statistics.median(r.rate for r in runs),
+        statistics.median(r.percentile(0.50) for r in runs),
+        statistics.median(r.percentile(0.99) for r in runs),
+    )
+
+
+def report(result: Result) -> str:
+    return (
+        f"{result.name:<16} {result.rate:8.0f} req/s   p50 {result.percentile(0.50):6.1f} ms   "
+        f"p99 {result.percentile(0.99):6.1f} ms   answers {dict(sorted(result.statuses.items()))}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=4000, help="deliveries per measured round")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2, help="measured rounds per app, alternating")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--database-url", help="default: a temporary SQLite file")
+    parser.add_argument(
+        "--postgres", action="store_true", help="use a new database on the local PostgreSQL, dropped afterwards"
+    )
+    parser.add_argument(
+        "--repositories", type=int, default=1, help="spread pushes over this many repositories (default: one branch)"
+    )
+    args = parser.parse_args()
+    if not redis_reachable():
+        print(f"Redis is not reachable at {REDIS_URL}", file=sys.stderr)
+        return 2
+
+    folder = Path(tempfile.mkdtemp(prefix="dyonisus-bench-intake-"))
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        if args.postgres:
+            args.database_url = stack.enter_context(postgres_database())
+        return measure(args, folder, args.database_url or f"sqlite:///{folder}/dyonisus.db")
+
+
+def measure(args: argparse.Namespace, folder: Path, database_url: str) -> int:
+    service_env = {
+        "GITHUB_APP_ID": "1",
+        "GITHUB_PRIVATE_KEY": private_key(),
+        "GITHUB_WEBHOOK_SECRET": SECRET,
+        # Never called: the web process does not talk to GitHub.
+        "GITHUB_API_URL": "http://127.0.0.1:9",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "STORAGE_URL": str(folder / "storage"),
+        "CACHE_DIR": str(folder / "cache"),
+    }
+    namespace = queue_namespace(Settings(database_url=database_url))
+    size = len(padded_push(0))
+    spread = {"repositories": args.repositories}
+    warmup = [padded_push(-1 - index, **spread) for index in range(300)]
+    rounds = [[padded_push(r * args.requests + i, **spread) for i in range(args.requests)] for r in range(args.rounds)]
+    print(f"{args.requests} deliveries of {size} bytes per round, concurrency {args.concurrency}, ", end="")
+    print(
+        f"gunicorn --workers {args.workers} --threads {args.threads}, database {database_url.split(':')[0]}, ", end=""
+    )
+    print(f"{args.repositories} repositories")
+
+    results: dict[str, list[Result]] = {"service": [], "bare endpoint": []}
+    settings = {"workers": args.workers, "threads": args.threads}
+    try:
+        with (
+            gunicorn("app:create_app()", service_env, folder, **settings) as service,
+            gunicorn("bench.bare_app:create_app()", {"GITHUB_WEBHOOK_SECRET": SECRET}, folder, **settings) as bare,
+        ):
+            for name, url in (("service", service), ("bare endpoint", bare)):
+                load(url, warmup, concurrency=args.concurrency, name=name)
+            for bodies in rounds:
+                for name, url in (("service", service), ("bare endpoint", bare)):
+                    result = load(url, bodies, concurrency=args.concurrency, name=name)
+                    results[name].append(result)
+                    print("  " + report(result))
+    finally:
+        drop_redis_keys(namespace)
+
+    print()
+    summary = {name: summarize(runs) for name, runs in results.items()}
+    for name, (rate, p50, p99) in summary.items():
+        print(
+            f"{name:<16} {rate:8.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   (medians of {len(rounds)} rounds)"
+        )
+    ratio = summary["service"][0] / summary["bare endpoint"][0]
+    print(f"ratio service / bare endpoint: {ratio:.2f}  (target >= {TARGET_RATIO})")
+    print(f"service p99: {summary['service'][2]:.1f} ms  (target < {TARGET_P99_MS:.0f} ms)")
+    bad = {code: n for r in results["service"] for code, n in r.statuses.items() if code != 202}
+    if bad:
+        print(f"the service gave answers other than 202: {bad}; its log says:", file=sys.stderr)
+        for log in sorted(folder.glob("gunicorn-*.log")):
+            print(log.read_text(encoding="utf-8", errors="replace")[-6000:], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
