@@ -16,8 +16,9 @@ from core.errors import ConfigError, DeployError
 from core.settings import Settings, describe
 from models import database
 from tasks.bootstrap import bootstrap
-from tasks.broker import start_embedded_worker
+from tasks.broker import start_embedded_workers
 from tasks.deploy import recover_deployments
+from tasks.intake import recover_deliveries
 from tasks.sweeper import Sweeper
 from web import api, pages, setup
 from web.preview import install_preview_host
@@ -31,7 +32,7 @@ class Services:
     """The background parts an app started; stop() ends them (tests, shutdown)."""
 
     broker: dramatiq.Broker
-    worker: dramatiq.Worker | None = None
+    workers: list[dramatiq.Worker] = field(default_factory=list)
     sweeper: Sweeper | None = None
     stopped: bool = field(default=False)
 
@@ -41,8 +42,8 @@ class Services:
         self.stopped = True
         if self.sweeper:
             self.sweeper.stop()
-        if self.worker:
-            self.worker.stop(timeout=10_000)
+        for worker in self.workers:
+            worker.stop(timeout=10_000)
         self.broker.close()
 
 
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.config["MAX_CONTENT_LENGTH"] = webhook.MAX_PAYLOAD_BYTES + 1024 * 1024
     services = Services(broker=broker)
     if settings.embedded_worker if start_worker is None else start_worker:
-        services.worker = start_embedded_worker(broker, threads=settings.worker_concurrency)
+        services.workers = start_embedded_workers(broker, threads=settings.worker_concurrency)
+        recover_deliveries(at_start=True)
         recover_deployments(at_start=True)
         services.sweeper = Sweeper().start()
     app.extensions["dyonisus"] = services

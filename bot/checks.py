@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from flask import current_app
-
 from bot.deployments import Request, cancel_deployments, request_deployment
 from bot.plan import CANCEL, CheckAction, plan_check_event, repo_ref
 from bot.projects import upsert_project
@@ -14,7 +12,9 @@ router = Router()
 
 
 def _app_id() -> str | None:
-    return current_app.config["SETTINGS"].github_app_id
+    from tasks.runtime import current
+
+    return current().settings.github_app_id
 
 
 def _act(event: Event) -> Outcome:

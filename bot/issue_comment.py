@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from flask import current_app
-
 from bot.commands import plan_comment
 from bot.plan import repo_ref
 from bot.projects import upsert_project
@@ -15,7 +13,9 @@ router = Router()
 
 @router.register("issue_comment", action="created")
 def issue_comment_created(event: Event) -> Outcome:
-    plan = plan_comment(event.payload, app_id=current_app.config["SETTINGS"].github_app_id)
+    from tasks.runtime import current
+
+    plan = plan_comment(event.payload, app_id=current().settings.github_app_id)
     ref = repo_ref(event.payload)
     if plan is None or ref is None or ref.installation_id is None:
         return Outcome(notes=["no command"])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from typing import Any
 from urllib.parse import parse_qs
 
+import peewee
 from flask import Blueprint, Response, current_app, jsonify, request
 from githubkit.webhooks import verify
 
@@ -20,6 +23,7 @@ blueprint = Blueprint("webhooks", __name__)
 ROUTER = Router(push.router, pull_request.router, issue_comment.router, checks.router, installations.router)
 # https://docs.github.com/en/webhooks/webhook-events-and-payloads: payloads are capped at 25 MB.
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
+_SQLITE_WRITER = threading.Lock()
 
 
 def _answer(status: int, message: str, **extra: Any) -> tuple[Response, int]:
@@ -46,41 +50,92 @@ def receive_webhook() -> tuple[Response, int]:
     delivery_id = request.headers.get("X-GitHub-Delivery", "")
     if not name or not delivery_id or len(delivery_id) > 100:
         return _answer(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
-    payload = _payload(body, request.content_type or "")
-    if payload is None:
+    parsed = _payload(body, request.content_type or "")
+    if parsed is None:
         return _answer(400, "the body is not a JSON object")
+    payload, text = parsed
     if name == "ping":
         return _answer(200, "pong", zen=payload.get("zen"))
     event = Event(name=name, delivery_id=delivery_id, payload=payload)
     if not ROUTER.handles(event):
         return _answer(202, f"ignored: the service does not act on {name}.{event.action or ''}".rstrip("."))
-    return _handle(event)
+    return _record(event, text)
 
 
-def _payload(body: bytes, content_type: str) -> dict[str, Any] | None:
+def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | None:
+    """The payload and its JSON text, or None when the body is not a JSON object."""
     try:
+        text = body.decode("utf-8")
         if content_type.startswith("application/x-www-form-urlencoded"):
-            body = parse_qs(body.decode("utf-8")).get("payload", [""])[0].encode()
-        data = json.loads(body)
+            text = parse_qs(text).get("payload", [""])[0]
+        data = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         # RecursionError: JSON nested deeper than the parser's stack.
         return None
-    return data if isinstance(data, dict) else None
+    return (data, text) if isinstance(data, dict) else None
 
 
-def _handle(event: Event) -> tuple[Response, int]:
-    with database.atomic():
+def _record(event: Event, text: str) -> tuple[Response, int]:
+    """Keep the delivery and queue it for routing: one INSERT and one message."""
+    with _one_writer():
         inserted = (
-            WebhookDelivery.insert(delivery_id=event.delivery_id, event=event.name, action=event.action)
+            WebhookDelivery.insert(
+                delivery_id=event.delivery_id, event=event.name, action=event.action, state="received", payload=text
+            )
             .on_conflict_ignore()
             .as_rowcount()
             .execute()
         )
-        if not inserted:
-            return _answer(200, "duplicate delivery: already handled", duplicate=True)
+    if not inserted:
+        return _answer(200, "duplicate delivery: already received", duplicate=True)
+    from tasks.intake import route_delivery
+
+    try:
+        route_delivery.send(event.delivery_id)
+    except Exception:
+        # The delivery is stored; the sweeper sends it again.
+        log.exception("could not queue delivery %s; it will be sent again", event.delivery_id)
+    return _answer(202, "accepted", delivery=event.delivery_id)
+
+
+def _one_writer() -> threading.Lock | contextlib.nullcontext[None]:
+    """SQLite admits one writer at a time and makes the others sleep in its busy handler, in steps
+    that grow to 100 ms; this process's request threads queue on a lock instead."""
+    return _SQLITE_WRITER if isinstance(database.obj, peewee.SqliteDatabase) else contextlib.nullcontext()
+
+
+def route(delivery_id: str) -> Outcome | None:
+    """Turn a stored delivery into deployments and jobs, once; None when it was routed already."""
+    with database.atomic():
+        row = WebhookDelivery.get_or_none(
+            (WebhookDelivery.delivery_id == delivery_id) & (WebhookDelivery.state == "received")
+        )
+        if row is None:
+            return None
+        event = Event(name=row.event, delivery_id=delivery_id, payload=json.loads(row.payload or "{}"))
         outcome = ROUTER.dispatch(event)
+        result = {"deployments": outcome.builds + outcome.recorded, "notes": outcome.notes}
+        claimed = (
+            WebhookDelivery.update(state="routed", result=result, payload=None)
+            .where((WebhookDelivery.delivery_id == delivery_id) & (WebhookDelivery.state == "received"))
+            .execute()
+        )
+        if not claimed:
+            # Another worker routed it meanwhile: undo ours.
+            raise _AlreadyRouted
     _enqueue(outcome)
-    return _answer(202, "; ".join(outcome.notes) or "accepted", deployments=outcome.builds + outcome.recorded)
+    return outcome
+
+
+class _AlreadyRouted(Exception):
+    pass
+
+
+def route_once(delivery_id: str) -> Outcome | None:
+    try:
+        return route(delivery_id)
+    except _AlreadyRouted:
+        return None
 
 
 def _enqueue(outcome: Outcome) -> None:

@@ -195,10 +195,17 @@ class ProviderCredential(BaseModel):
 
 
 class WebhookDelivery(BaseModel):
+    """A delivery as received; its id makes a redelivery a no-op, its payload waits to be routed."""
+
     delivery_id = peewee.CharField(primary_key=True, max_length=100)
     event = peewee.CharField()
     action = peewee.CharField(null=True)
     received_at = peewee.DateTimeField(default=utcnow)
+    # received → routed (or failed); tasks.intake turns the payload into deployments.
+    state = peewee.CharField(default="routed", index=True)
+    payload = peewee.TextField(null=True)
+    result = JSONField(null=True)
+    attempts = peewee.IntegerField(default=0)
 
 
 MODELS: list[type[BaseModel]] = [

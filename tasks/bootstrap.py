@@ -6,7 +6,8 @@ import dramatiq
 
 import models
 import tasks.commands
-import tasks.deploy  # noqa: F401
+import tasks.deploy
+import tasks.intake  # noqa: F401
 from core.settings import Settings
 from tasks.broker import setup_broker
 from tasks.runtime import Runtime, install

@@ -9,6 +9,7 @@ from core.errors import ConfigError
 from core.settings import Settings
 from tasks.bootstrap import bootstrap
 from tasks.deploy import recover_deployments
+from tasks.intake import recover_deliveries
 from tasks.sweeper import Sweeper
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -20,5 +21,6 @@ except ConfigError as _error:
     raise SystemExit(2) from None
 
 broker = bootstrap(_settings)
+recover_deliveries(at_start=True)
 recover_deployments(at_start=True)
 sweeper = Sweeper().start()

@@ -61,6 +61,44 @@ class _Dispatcher:
 
 
 @dataclass
+class Routed:
+    """A webhook answer together with what routing the delivery did (it happens off the request)."""
+
+    answer: httpx.Response
+    result: dict[str, Any]
+
+    @property
+    def status_code(self) -> int:
+        return self.answer.status_code
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.json())
+
+    def json(self) -> dict[str, Any]:
+        notes = "; ".join(self.result.get("notes", []))
+        return {**self.answer.json(), "message": notes or "accepted", "deployments": self.result.get("deployments", [])}
+
+
+def routed(response: httpx.Response, *, timeout: float = 30) -> httpx.Response | Routed:
+    """For an accepted delivery, wait until the service has routed it; other answers as they are."""
+    if response.status_code != 202 or "delivery" not in response.json():
+        return response
+    from models import WebhookDelivery
+
+    delivery_id = response.json()["delivery"]
+    deadline = time.monotonic() + timeout
+    while True:
+        row = WebhookDelivery.get_or_none(WebhookDelivery.delivery_id == delivery_id)
+        if row is not None and row.state in ("routed", "failed"):
+            assert row.state == "routed", f"delivery {delivery_id} could not be routed"
+            return Routed(response, dict(row.result or {}))
+        if time.monotonic() > deadline:
+            raise AssertionError(f"delivery {delivery_id} was not routed")
+        time.sleep(0.01)
+
+
+@dataclass
 class Service:
     settings: Settings
     fake: FakeGitHub
@@ -83,7 +121,8 @@ class Service:
         delivery: str | None = None,
         secret: str = WEBHOOK_SECRET,
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+        route: bool = True,
+    ) -> httpx.Response | Routed:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent = {
             "X-GitHub-Event": event,
@@ -94,7 +133,8 @@ class Service:
         }
         sent.update(headers or {})
         with self.http() as client:
-            return client.post("/api/github/webhooks", content=body, headers=sent)
+            response = client.post("/api/github/webhooks", content=body, headers=sent)
+        return routed(response) if route else response
 
     def push(
         self,

@@ -15,8 +15,8 @@ import pytest
 import models
 from models import Deployment, DeploymentStatus
 from tasks.broker import queue_namespace
-from tests.conftest import Service, require, tiny_site
-from tests.payloads import push_payload, sha_for
+from tests.conftest import Service, require, routed, tiny_site
+from tests.payloads import REPO, push_payload, sha_for
 from tests.services import (
     REDIS_URL,
     ROOT,
@@ -72,7 +72,7 @@ def _wait(service: Service, deployment_id: str, worker: WorkerProcess) -> dict[s
 
 
 def test_push_flow_on_redis_and_postgres(web: Service, start_worker: Callable[[], WorkerProcess]) -> None:
-    assert web.app.extensions["dyonisus"].worker is None
+    assert web.app.extensions["dyonisus"].workers == []
     assert isinstance(models.database.obj, models.peewee.PostgresqlDatabase)
     worker = start_worker()
     sha = sha_for("redis and postgres")
@@ -95,10 +95,13 @@ def test_push_flow_on_redis_and_postgres(web: Service, start_worker: Callable[[]
 
 def test_duplicate_delivery_builds_once_on_postgres(web: Service, start_worker: Callable[[], WorkerProcess]) -> None:
     sha = sha_for("duplicate on postgres")
-    deployment_id = web.push(sha, tiny_site(), delivery="delivery-on-postgres")
-    again = web.send("push", push_payload(sha), delivery="delivery-on-postgres")
+    web.fake.add_tarball(REPO, sha, tiny_site())
+    first = web.send("push", push_payload(sha), delivery="delivery-on-postgres", route=False)
+    again = web.send("push", push_payload(sha), delivery="delivery-on-postgres", route=False)
+    assert first.status_code == 202
     assert again.status_code == 200 and again.json()["duplicate"] is True
     worker = start_worker()
+    (deployment_id,) = routed(first).json()["deployments"]
     _wait(web, deployment_id, worker)
     assert Deployment.select().where(Deployment.commit_sha == sha).count() == 1
     assert [s["state"] for s in web.fake.statuses(sha)] == ["pending", "success"]
@@ -107,18 +110,21 @@ def test_duplicate_delivery_builds_once_on_postgres(web: Service, start_worker: 
 def test_pending_deployment_is_built_after_a_restart(web: Service, start_worker: Callable[[], WorkerProcess]) -> None:
     """The row is the durable record: a build message lost with Redis is sent again at start."""
     sha = sha_for("lost message")
-    deployment_id = web.push(sha, tiny_site("Recovered after a restart"))
+    web.fake.add_tarball(REPO, sha, tiny_site("Recovered after a restart"))
+    answer = web.send("push", push_payload(sha), delivery="lost-delivery", route=False)
+    assert answer.status_code == 202
     namespace = queue_namespace(web.settings)
-    assert any(deployment_id in body for body in waiting_messages(namespace)), "nothing was enqueued in Redis"
-    assert Deployment.get_by_id(deployment_id).state is DeploymentStatus.PENDING
+    assert any("lost-delivery" in body for body in waiting_messages(namespace, "intake")), "nothing was enqueued"
 
     # This Redis keeps nothing on disk: a restart loses every queued message.
     assert drop_redis_keys(namespace) > 0
     time.sleep(0.2)
-    assert Deployment.get_by_id(deployment_id).state is DeploymentStatus.PENDING
+    assert Deployment.select().count() == 0
     assert web.fake.statuses(sha) == []
 
+    # The stored delivery is the durable record: the worker routes it at start, then builds.
     worker = start_worker()
+    (deployment_id,) = routed(answer).json()["deployments"]
     data = _wait(web, deployment_id, worker)
     assert data["status"] == "READY"
     assert [s["state"] for s in web.fake.statuses(sha)] == ["pending", "success"]
@@ -136,15 +142,17 @@ def test_queues_of_two_instances_do_not_mix(
         try:
             stranger.wait_ready()
             sha = sha_for("own queue")
-            deployment_id = web.push(sha, tiny_site())
+            web.fake.add_tarball(REPO, sha, tiny_site())
+            answer = web.send("push", push_payload(sha), delivery="own-queue", route=False)
             time.sleep(2)
-            assert any(deployment_id in body for body in waiting_messages(queue_namespace(web.settings)))
-            assert Deployment.get_by_id(deployment_id).state is DeploymentStatus.PENDING
+            assert any("own-queue" in body for body in waiting_messages(queue_namespace(web.settings), "intake"))
+            assert Deployment.select().count() == 0
             assert web.fake.statuses(sha) == []
         finally:
             assert stranger.stop() == 0
             drop_redis_keys(queue_namespace(other))
     worker = start_worker()
+    (deployment_id,) = routed(answer).json()["deployments"]
     assert _wait(web, deployment_id, worker)["status"] == "READY"
 
 
