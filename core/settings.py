@@ -176,23 +176,20 @@ class Settings:
         values["github_api_url"] = _url(
             "GITHUB_API_URL", get("GITHUB_API_URL") or DEFAULT_GITHUB_API_URL, schemes=("http", "https")
         ).rstrip("/")
-        values["database_url"] = _url(
-            "DATABASE_URL",
-            get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            schemes=("sqlite", "postgres", "postgresql", "postgresql+pool", "postgres+pool"),
-        )
+        values["database_url"] = _database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL)
         if get("REDIS_URL"):
             values["redis_url"] = _url("REDIS_URL", get("REDIS_URL"), schemes=("redis", "rediss", "unix"))
         values["storage_url"] = _storage_url(get("STORAGE_URL") or DEFAULT_STORAGE_URL)
         values["s3_endpoint_url"] = get("S3_ENDPOINT_URL") or None
-        values["public_url"] = _url(
-            "PUBLIC_URL", get("PUBLIC_URL") or DEFAULT_PUBLIC_URL, schemes=("http", "https")
-        ).rstrip("/")
         values["preview_domain"] = _domain(get("PREVIEW_DOMAIN") or DEFAULT_PREVIEW_DOMAIN)
         values["host"] = get("HOST") or "127.0.0.1"
         values["port"] = _integer("PORT", get("PORT") or str(DEFAULT_PORT), minimum=1)
         if values["port"] > 65535:
             raise ConfigError(f"PORT must be at most 65535, got {values['port']}")
+        # Unset, the public address is this machine on PORT.
+        values["public_url"] = _url(
+            "PUBLIC_URL", get("PUBLIC_URL") or f"http://localhost:{values['port']}", schemes=("http", "https")
+        ).rstrip("/")
         values["build_timeout"] = _integer(
             "BUILD_TIMEOUT", get("BUILD_TIMEOUT") or str(DEFAULT_BUILD_TIMEOUT), minimum=1
         )
@@ -207,11 +204,11 @@ class Settings:
             minimum=1,
         )
         values["cache_dir"] = Path(get("CACHE_DIR") or "./var/cache")
-        values["docker_host"] = get("DOCKER_HOST") or None
+        values["docker_host"] = _docker_host(get("DOCKER_HOST"))
         values["registry_url"] = get("REGISTRY_URL").rstrip("/") or None
         values["registry_username"] = get("REGISTRY_USERNAME") or None
         values["registry_password"] = env.get("REGISTRY_PASSWORD") or None
-        values["encryption_key"] = get("ENCRYPTION_KEY") or None
+        values["encryption_key"] = _fernet_key(get("ENCRYPTION_KEY"))
         values["build_user"] = get("BUILD_USER") or None
         return cls(**values)
 
@@ -234,6 +231,37 @@ def _github_settings(env: Mapping[str, str]) -> dict[str, Any]:
     if not app_id.isdigit() and not app_id.startswith("Iv"):
         raise ConfigError(f"GITHUB_APP_ID must be the App's numeric id or its client id, got {app_id!r}")
     return {"github_app_id": app_id, "github_private_key": key, "github_webhook_secret": secret}
+
+
+def _database_url(raw: str) -> str:
+    url = _url("DATABASE_URL", raw, schemes=("sqlite", "postgres", "postgresql", "postgresql+pool", "postgres+pool"))
+    if url.startswith("sqlite") and not url.startswith(("sqlite:///", "sqlite+pool:///")):
+        raise ConfigError(
+            f"DATABASE_URL for SQLite takes three slashes (sqlite:///relative.db) or four "
+            f"(sqlite:////abs/path.db), got {raw!r}"
+        )
+    return url
+
+
+def _docker_host(raw: str) -> str | None:
+    if not raw:
+        return None
+    return _url("DOCKER_HOST", raw, schemes=("unix", "tcp", "http", "https", "ssh"))
+
+
+def _fernet_key(raw: str) -> str | None:
+    if not raw:
+        return None
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(raw.encode())
+    except ValueError:
+        raise ConfigError(
+            "ENCRYPTION_KEY must be a Fernet key (32 bytes, url-safe base64): make one with "
+            "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        ) from None
+    return raw
 
 
 def _storage_url(raw: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -93,6 +94,7 @@ def main() -> int:
         server.shutdown()
         app.extensions["dyonisus"].stop()
         github.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

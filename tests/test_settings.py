@@ -60,6 +60,9 @@ def test_private_key_from_a_path(tmp_path: Path, rsa_key: tuple[str, str]) -> No
         ({"STORAGE_URL": "ftp://host/x"}, "STORAGE_URL must be a path"),
         ({"PUBLIC_URL": "localhost:3000"}, "PUBLIC_URL must be a URL"),
         ({"PREVIEW_DOMAIN": "bad domain!"}, "PREVIEW_DOMAIN must be a host name"),
+        ({"DATABASE_URL": "sqlite://relative.db"}, "DATABASE_URL for SQLite takes three slashes"),
+        ({"DOCKER_HOST": "foo"}, "DOCKER_HOST must be a URL like unix://"),
+        ({"ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY must be a Fernet key"),
         ({"GITHUB_APP_ID": "12"}, "GITHUB_PRIVATE_KEY, GITHUB_WEBHOOK_SECRET missing"),
         (
             {"GITHUB_APP_ID": "12", "GITHUB_PRIVATE_KEY": "not a key", "GITHUB_WEBHOOK_SECRET": "x"},
@@ -95,3 +98,31 @@ def test_github_web_address_follows_the_api() -> None:
     enterprise = Settings.from_env({"GITHUB_API_URL": "https://ghe.example.com/api/v3/"}, dotenv=None)
     assert enterprise.github_api_url == "https://ghe.example.com/api/v3"
     assert enterprise.github_web_url == "https://ghe.example.com"
+
+
+def test_public_url_follows_port_when_unset() -> None:
+    assert Settings.from_env({"PORT": "3012"}, dotenv=None).public_url == "http://localhost:3012"
+    explicit = Settings.from_env({"PORT": "3012", "PUBLIC_URL": "https://deploy.example.com"}, dotenv=None)
+    assert explicit.public_url == "https://deploy.example.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATABASE_URL": "sqlite:////nonexistent/folder/x.db"}, "cannot open the database at DATABASE_URL="),
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}, "cannot open the database at DATABASE_URL="),
+        ({"HOST": "not-a-host.invalid", "PORT": "3999"}, "cannot listen on HOST=not-a-host.invalid PORT=3999"),
+    ],
+)
+def test_unusable_resources_at_start_are_readable_messages(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "CACHE_DIR": str(tmp_path / "cache"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -33,6 +33,8 @@ def test_manifest_points_github_at_this_service(unregistered: Service) -> None:
     assert "push" in manifest["default_events"]
     with unregistered.http() as client:
         assert "/organizations/acme/settings/apps/new" in client.get("/setup?org=acme").text
+        assert client.get('/setup?org=bad org"x').status_code == 400
+        assert "local-warning" in page
 
 
 def test_callback_saves_the_app_and_deploys_without_a_restart(

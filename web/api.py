@@ -77,7 +77,7 @@ def get_logs(deployment_id: str) -> Response | tuple[Response, int]:
     deployment = Deployment.get_or_none(Deployment.id == deployment_id)
     if deployment is None:
         return not_found()
-    return _download(deployment.logs_key, mimetype="text/plain; charset=utf-8", filename=f"{deployment_id}.log")
+    return _download(deployment.logs_key, mimetype="text/plain", filename=f"{deployment_id}.log")
 
 
 @blueprint.get("/healthz")

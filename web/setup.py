@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -25,6 +27,7 @@ MANIFEST = Path(__file__).parent.parent / "app.yml"
 # the three steps must finish within one hour.
 STATE_SECONDS = 3600
 DOTENV = Path(".env")
+ORGANIZATION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 
 _states: dict[str, float] = {}
 _lock = threading.Lock()
@@ -57,12 +60,15 @@ def setup_page() -> str:
             del _states[old]
         _states[state] = now + STATE_SECONDS
     org = request.args.get("org", "").strip()
+    if org and not ORGANIZATION.fullmatch(org):
+        abort(400, description="org must be a GitHub organization name (letters, digits and single hyphens).")
     target = f"/organizations/{org}/settings/apps/new" if org else "/settings/apps/new"
     return render_template(
         "setup.html",
         action=f"{settings.github_web_url}{target}?state={state}",
         manifest=json.dumps(manifest_for(settings)),
         org=org,
+        local=urlsplit(settings.public_url).hostname in ("localhost", "127.0.0.1", "::1"),
     )
 
 
