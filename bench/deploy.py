@@ -65,9 +65,6 @@ class Deployer:
         folder.mkdir(parents=True, exist_ok=True)
         private, public = key_pair()
         self.fake = FakeGitHub(public_key=public, app_id=APP_ID)
-        # The fake writes headers and body in two sends; with Nagle's algorithm each answer then
-        # waits for the client's delayed ACK (40 ms), a cost of the fake and not of the service.
-        self.fake.server.RequestHandlerClass.disable_nagle_algorithm = True
         self.fake.start()
         self.server = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
         port = self.server.server_port
