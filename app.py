@@ -101,25 +101,24 @@ def _install_error_pages(app: Flask) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings: Settings | None = None
     try:
         settings = Settings.from_env()
         socket.getaddrinfo(settings.host, settings.port)
-    except ConfigError as error:
-        print(f"dyonisus: configuration error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"dyonisus: cannot listen on HOST={settings.host} PORT={settings.port}: {error}", file=sys.stderr)
-        return 2
-    try:
         app = create_app(settings)
     except ConfigError as error:
         print(f"dyonisus: configuration error: {error}", file=sys.stderr)
         return 2
-    except DeployError as error:
-        print(f"dyonisus: cannot start: {error}", file=sys.stderr)
+    except socket.gaierror as error:
+        assert settings is not None
+        print(f"dyonisus: cannot listen on HOST={settings.host} PORT={settings.port}: {error}", file=sys.stderr)
         return 2
     except peewee.OperationalError as error:
+        assert settings is not None
         print(f"dyonisus: cannot open the database at DATABASE_URL={settings.database_url}: {error}", file=sys.stderr)
+        return 2
+    except DeployError as error:
+        print(f"dyonisus: cannot start: {error}", file=sys.stderr)
         return 2
     log.info("starting on http://%s:%d (%s)", settings.host, settings.port, describe(settings))
     if not settings.github_configured:
