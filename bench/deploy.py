@@ -107,9 +107,10 @@ class Deployer:
         response = self.client.post("/api/github/webhooks", content=body, headers=headers)
         if response.status_code != 202:
             raise SystemExit(f"the service answered {response.status_code}: {response.text}")
-        (deployment_id,) = response.json()["deployments"]
         times = {"pending": self._status_time(sha, "pending", started) - started}
         times["success"] = self._status_time(sha, "success", started) - started
+        (run,) = [r for r in self.fake.check_runs.values() if r.get("head_sha") == sha]
+        deployment_id = str(run["external_id"])
         times.update(self._log_steps(deployment_id, wall))
         self._wait_reported(deployment_id, started)
         return times
