@@ -17,9 +17,9 @@ from core.errors import ConfigError, DeployError
 from core.settings import Settings, describe
 from models import database
 from tasks.bootstrap import bootstrap
-from tasks.broker import start_embedded_workers
+from tasks.broker import start_embedded_worker
 from tasks.deploy import recover_deployments
-from tasks.intake import recover_deliveries
+from tasks.intake import IntakePoller
 from tasks.sweeper import Sweeper
 from web import api, pages, setup
 from web.preview import install_preview_host
@@ -35,12 +35,15 @@ class Services:
     broker: dramatiq.Broker
     workers: list[dramatiq.Worker] = field(default_factory=list)
     sweeper: Sweeper | None = None
+    intake: IntakePoller | None = None
     stopped: bool = field(default=False)
 
     def stop(self) -> None:
         if self.stopped:
             return
         self.stopped = True
+        if self.intake:
+            self.intake.stop()
         if self.sweeper:
             self.sweeper.stop()
         for worker in self.workers:
@@ -57,9 +60,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.config["MAX_CONTENT_LENGTH"] = webhook.MAX_PAYLOAD_BYTES + 1024 * 1024
     services = Services(broker=broker)
     if settings.embedded_worker if start_worker is None else start_worker:
-        services.workers = start_embedded_workers(broker, threads=settings.worker_concurrency)
-        recover_deliveries(at_start=True)
+        services.workers = [start_embedded_worker(broker, threads=settings.worker_concurrency)]
         recover_deployments(at_start=True)
+        services.intake = IntakePoller().start()
         services.sweeper = Sweeper().start()
     app.extensions["dyonisus"] = services
     install_preview_host(app)

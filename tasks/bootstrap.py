@@ -5,9 +5,6 @@ from __future__ import annotations
 import dramatiq
 
 import models
-import tasks.commands
-import tasks.deploy
-import tasks.intake  # noqa: F401
 from core.settings import Settings
 from tasks.broker import setup_broker
 from tasks.runtime import Runtime, install

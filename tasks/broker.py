@@ -40,16 +40,7 @@ def setup_broker(settings: Settings) -> dramatiq.Broker:
     return broker
 
 
-INTAKE_THREADS = 2
-
-
-def start_embedded_workers(broker: dramatiq.Broker, *, threads: int) -> list[dramatiq.Worker]:
-    """Builds and reports on `threads` threads; deliveries on threads of their own, so that
-    routing a push (and superseding a running build) never waits for a build to end."""
-    workers = [
-        dramatiq.Worker(broker, queues={"builds", "reports"}, worker_threads=threads, worker_timeout=100),
-        dramatiq.Worker(broker, queues={"intake"}, worker_threads=INTAKE_THREADS, worker_timeout=100),
-    ]
-    for worker in workers:
-        worker.start()
-    return workers
+def start_embedded_worker(broker: dramatiq.Broker, *, threads: int) -> dramatiq.Worker:
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker

@@ -1,31 +1,40 @@
-"""Routing deliveries off the request: the webhook answers at once, this actor acts on it."""
+"""Routing stored deliveries off the request: the webhook only stores them, this poller acts on them.
+
+The delivery table is the queue (an outbox): the webhook writes one row and answers; a poller
+thread in every process that runs workers routes each row once. A restart or a broker outage
+loses nothing, and routing never waits behind a running build.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import threading
 
-import dramatiq
-
-from core.timeutil import utcnow
 from models import WebhookDelivery
-from tasks.broker import UNBOUND
 
 log = logging.getLogger(__name__)
-INTAKE_QUEUE = "intake"
 MAX_ATTEMPTS = 5
-STALE_SECONDS = 10
+POLL_SECONDS = 0.05
+BATCH = 50
 
 
-@dramatiq.actor(broker=UNBOUND, queue_name=INTAKE_QUEUE, max_retries=0)
-def route_delivery(delivery_id: str) -> None:
+def route_waiting(*, limit: int = BATCH) -> int:
+    """Route the deliveries that wait, oldest first; returns how many were looked at."""
     from bot.webhook import route_once
 
-    try:
-        route_once(delivery_id)
-    except Exception:
-        log.exception("routing delivery %s failed", delivery_id)
-        _failed_attempt(delivery_id)
+    rows = list(
+        WebhookDelivery.select(WebhookDelivery.delivery_id)
+        .where(WebhookDelivery.state == "received")
+        .order_by(WebhookDelivery.received_at)
+        .limit(limit)
+    )
+    for row in rows:
+        try:
+            route_once(row.delivery_id)
+        except Exception:
+            log.exception("routing delivery %s failed", row.delivery_id)
+            _failed_attempt(row.delivery_id)
+    return len(rows)
 
 
 def _failed_attempt(delivery_id: str) -> None:
@@ -35,18 +44,31 @@ def _failed_attempt(delivery_id: str) -> None:
     attempts = row.attempts + 1
     state = "failed" if attempts >= MAX_ATTEMPTS else row.state
     WebhookDelivery.update(attempts=attempts, state=state).where(WebhookDelivery.delivery_id == delivery_id).execute()
-    if state != "failed":
-        route_delivery.send_with_options(args=(delivery_id,), delay=1000 * attempts)
 
 
-def recover_deliveries(*, at_start: bool = False) -> int:
-    """Send again the deliveries still waiting (at start: all of them; later: those waiting a while)."""
-    waiting = WebhookDelivery.state == "received"
-    if not at_start:
-        waiting &= WebhookDelivery.received_at < utcnow() - timedelta(seconds=STALE_SECONDS)
-    rows = WebhookDelivery.select(WebhookDelivery.delivery_id).where(waiting)
-    count = 0
-    for row in rows:
-        route_delivery.send(row.delivery_id)
-        count += 1
-    return count
+class IntakePoller:
+    """A thread that routes waiting deliveries as they arrive."""
+
+    def __init__(self, *, interval: float = POLL_SECONDS) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dyonisus-intake", daemon=True)
+
+    def start(self) -> IntakePoller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = route_waiting() == BATCH
+            except Exception:
+                # The database may be away for a moment: try again on the next round.
+                log.exception("the intake poll failed")
+                busy = False
+            if not busy:
+                self._stop.wait(self.interval)

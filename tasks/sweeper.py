@@ -7,7 +7,6 @@ import threading
 
 from tasks.commands import recover_commands
 from tasks.deploy import recover_deployments
-from tasks.intake import recover_deliveries
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 15.0
@@ -30,7 +29,7 @@ class Sweeper:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                sent = recover_deliveries() + recover_deployments(at_start=False) + recover_commands()
+                sent = recover_deployments(at_start=False) + recover_commands()
             except Exception:
                 log.exception("the deployment sweep failed")
                 continue

@@ -9,7 +9,7 @@ from core.errors import ConfigError
 from core.settings import Settings
 from tasks.bootstrap import bootstrap
 from tasks.deploy import recover_deployments
-from tasks.intake import recover_deliveries
+from tasks.intake import IntakePoller
 from tasks.sweeper import Sweeper
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -21,6 +21,6 @@ except ConfigError as _error:
     raise SystemExit(2) from None
 
 broker = bootstrap(_settings)
-recover_deliveries(at_start=True)
 recover_deployments(at_start=True)
+intake = IntakePoller().start()
 sweeper = Sweeper().start()
