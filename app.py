@@ -19,8 +19,9 @@ from models import database
 from tasks.bootstrap import bootstrap
 from tasks.broker import start_embedded_worker
 from tasks.deploy import recover_deployments
-from tasks.intake import IntakePoller
-from tasks.sweeper import Sweeper
+from tasks.intake import intake_loop
+from tasks.loop import Loop
+from tasks.sweeper import sweeper_loop
 from web import api, pages, setup
 from web.preview import install_preview_host
 from web.urls import preview_label
@@ -34,8 +35,8 @@ class Services:
 
     broker: dramatiq.Broker
     workers: list[dramatiq.Worker] = field(default_factory=list)
-    sweeper: Sweeper | None = None
-    intake: IntakePoller | None = None
+    sweeper: Loop | None = None
+    intake: Loop | None = None
     stopped: bool = field(default=False)
 
     def stop(self) -> None:
@@ -62,8 +63,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     if settings.embedded_worker if start_worker is None else start_worker:
         services.workers = [start_embedded_worker(broker, threads=settings.worker_concurrency)]
         recover_deployments(at_start=True)
-        services.intake = IntakePoller().start()
-        services.sweeper = Sweeper().start()
+        services.intake = intake_loop().start()
+        services.sweeper = sweeper_loop().start()
     app.extensions["dyonisus"] = services
     install_preview_host(app)
     app.register_blueprint(webhook.blueprint)

@@ -8,9 +8,9 @@ loses nothing, and routing never waits behind a running build.
 from __future__ import annotations
 
 import logging
-import threading
 
 from models import WebhookDelivery
+from tasks.loop import Loop
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -46,29 +46,6 @@ def _failed_attempt(delivery_id: str) -> None:
     WebhookDelivery.update(attempts=attempts, state=state).where(WebhookDelivery.delivery_id == delivery_id).execute()
 
 
-class IntakePoller:
-    """A thread that routes waiting deliveries as they arrive."""
-
-    def __init__(self, *, interval: float = POLL_SECONDS) -> None:
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dyonisus-intake", daemon=True)
-
-    def start(self) -> IntakePoller:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = route_waiting() == BATCH
-            except Exception:
-                # The database may be away for a moment: try again on the next round.
-                log.exception("the intake poll failed")
-                busy = False
-            if not busy:
-                self._stop.wait(self.interval)
+def intake_loop() -> Loop:
+    """The thread that routes waiting deliveries as they arrive."""
+    return Loop("intake", lambda: route_waiting() == BATCH, interval=POLL_SECONDS)

@@ -9,8 +9,8 @@ from core.errors import ConfigError
 from core.settings import Settings
 from tasks.bootstrap import bootstrap
 from tasks.deploy import recover_deployments
-from tasks.intake import IntakePoller
-from tasks.sweeper import Sweeper
+from tasks.intake import intake_loop
+from tasks.sweeper import sweeper_loop
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -22,5 +22,5 @@ except ConfigError as _error:
 
 broker = bootstrap(_settings)
 recover_deployments(at_start=True)
-intake = IntakePoller().start()
-sweeper = Sweeper().start()
+intake = intake_loop().start()
+sweeper = sweeper_loop().start()
