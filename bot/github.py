@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit import AppInstallationAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException, RequestFailed
 from githubkit.response import Response
@@ -90,9 +90,6 @@ class GitHubApp:
                 client = Installation(self._github(auth), installation_id)
                 self._clients[installation_id] = client
             return client
-
-    def as_app(self) -> GitHub[Any]:
-        return self._github(AppAuthStrategy(self.app_id, self.private_key))
 
 
 class Installation:

@@ -1,4 +1,4 @@
-"""The webhook receiver: verify the signature, record the delivery, enqueue, answer."""
+"""The webhook receiver: verify the signature, store the delivery, answer; routing it comes after."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def _one_writer() -> threading.Lock | contextlib.nullcontext[None]:
 
 def route(delivery_id: str) -> Outcome | None:
     """Turn a stored delivery into deployments and jobs, once; None when it was routed already."""
-    with database.atomic():
+    with database.atomic() as transaction:
         row = WebhookDelivery.get_or_none(
             (WebhookDelivery.delivery_id == delivery_id) & (WebhookDelivery.state == "received")
         )
@@ -131,21 +131,11 @@ def route(delivery_id: str) -> Outcome | None:
             .execute()
         )
         if not claimed:
-            # Another worker routed it meanwhile: undo ours.
-            raise _AlreadyRouted
+            # Another process routed it meanwhile: undo ours.
+            transaction.rollback()
+            return None
     _enqueue(outcome)
     return outcome
-
-
-class _AlreadyRouted(Exception):
-    pass
-
-
-def route_once(delivery_id: str) -> Outcome | None:
-    try:
-        return route(delivery_id)
-    except _AlreadyRouted:
-        return None
 
 
 def _enqueue(outcome: Outcome) -> None:

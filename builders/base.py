@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +38,6 @@ class BuildContext:
     def project_dir(self) -> Path:
         """The configured root inside the source (the folder commands run in)."""
         return self.source_dir / self.config.root
-
-    def seconds_left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ BATCH = 50
 
 def route_waiting(*, limit: int = BATCH) -> int:
     """Route the deliveries that wait, oldest first; returns how many were looked at."""
-    from bot.webhook import route_once
+    from bot.webhook import route
 
     rows = list(
         WebhookDelivery.select(WebhookDelivery.delivery_id)
@@ -30,7 +30,7 @@ def route_waiting(*, limit: int = BATCH) -> int:
     )
     for row in rows:
         try:
-            route_once(row.delivery_id)
+            route(row.delivery_id)
         except Exception:
             log.exception("routing delivery %s failed", row.delivery_id)
             _failed_attempt(row.delivery_id)
