@@ -240,6 +240,11 @@ def _database_url(raw: str) -> str:
             f"DATABASE_URL for SQLite takes three slashes (sqlite:///relative.db) or four "
             f"(sqlite:////abs/path.db), got {raw!r}"
         )
+    if url.startswith("sqlite") and ":memory:" in url:
+        raise ConfigError(
+            "DATABASE_URL cannot be an in-memory SQLite database: its deployments would be lost at "
+            "exit, and each thread would see a database of its own; name a file (sqlite:///dyonisus.db)"
+        )
     return url
 
 

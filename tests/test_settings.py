@@ -61,6 +61,7 @@ def test_private_key_from_a_path(tmp_path: Path, rsa_key: tuple[str, str]) -> No
         ({"PUBLIC_URL": "localhost:3000"}, "PUBLIC_URL must be a URL"),
         ({"PREVIEW_DOMAIN": "bad domain!"}, "PREVIEW_DOMAIN must be a host name"),
         ({"DATABASE_URL": "sqlite://relative.db"}, "DATABASE_URL for SQLite takes three slashes"),
+        ({"DATABASE_URL": "sqlite:///:memory:"}, "DATABASE_URL cannot be an in-memory SQLite database"),
         ({"DOCKER_HOST": "foo"}, "DOCKER_HOST must be a URL like unix://"),
         ({"ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY must be a Fernet key"),
         ({"GITHUB_APP_ID": "12"}, "GITHUB_PRIVATE_KEY, GITHUB_WEBHOOK_SECRET missing"),
