@@ -18,6 +18,7 @@ from core.settings import Settings, describe
 from models import database
 from tasks.bootstrap import bootstrap
 from tasks.broker import start_embedded_worker
+from tasks.checkpoint import checkpoint_loop
 from tasks.deploy import recover_deployments
 from tasks.intake import intake_loop
 from tasks.loop import Loop
@@ -37,6 +38,7 @@ class Services:
     workers: list[dramatiq.Worker] = field(default_factory=list)
     sweeper: Loop | None = None
     intake: Loop | None = None
+    checkpoint: Loop | None = None
     stopped: bool = field(default=False)
 
     def stop(self) -> None:
@@ -47,6 +49,8 @@ class Services:
             self.intake.stop()
         if self.sweeper:
             self.sweeper.stop()
+        if self.checkpoint:
+            self.checkpoint.stop()
         for worker in self.workers:
             worker.stop(timeout=10_000)
         self.broker.close()
@@ -60,6 +64,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = webhook.MAX_PAYLOAD_BYTES + 1024 * 1024
     services = Services(broker=broker)
+    checkpoint = checkpoint_loop()
+    services.checkpoint = checkpoint.start() if checkpoint else None
     if settings.embedded_worker if start_worker is None else start_worker:
         services.workers = [start_embedded_worker(broker, threads=settings.worker_concurrency)]
         recover_deployments(at_start=True)
@@ -77,18 +83,16 @@ def create_app(settings: Settings | None = None, *, start_worker: bool | None = 
 
 
 def _install_connection_handling(app: Flask) -> None:
-    # Closing the last SQLite connection checkpoints the WAL into the database file, with a sync:
-    # per request that costs more than the request. Each thread keeps its SQLite connection (it is
-    # closed when the thread ends); other databases connect per request.
-    keep_open = isinstance(database.obj, peewee.SqliteDatabase)
-
-    @app.before_request
-    def open_database() -> None:
-        database.connect(reuse_if_open=True)
+    # A request thread connects with its first query. SQLite: each thread keeps its connection
+    # (it is closed when the thread ends), since closing the last one checkpoints the WAL into the
+    # database file, with a sync, which per request costs more than the request. Other databases:
+    # the connection is closed when the request ends.
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        return
 
     @app.teardown_request
     def close_database(_error: BaseException | None) -> None:
-        if not keep_open and not database.is_closed():
+        if not database.is_closed():
             database.close()
 
 

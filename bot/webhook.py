@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 import peewee
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from githubkit.webhooks import verify
 
-from bot import checks, installations, issue_comment, pull_request, push
+from bot import checks, deliveries, installations, issue_comment, pull_request, push
 from bot.router import Event, Outcome, Router
 from core.settings import Settings
 from core.timeutil import utcnow
@@ -24,11 +24,10 @@ blueprint = Blueprint("webhooks", __name__)
 ROUTER = Router(push.router, pull_request.router, issue_comment.router, checks.router, installations.router)
 # https://docs.github.com/en/webhooks/webhook-events-and-payloads: payloads are capped at 25 MB.
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024
-_SQLITE_WRITER = threading.Lock()
 
 
 def _answer(status: int, message: str, **extra: Any) -> tuple[Response, int]:
-    return jsonify({"message": message, **extra}), status
+    return Response(orjson.dumps({"message": message, **extra}), mimetype="application/json"), status
 
 
 @blueprint.post("/api/github/webhooks")
@@ -36,8 +35,9 @@ def receive_webhook() -> tuple[Response, int]:
     settings: Settings = current_app.config["SETTINGS"]
     if not settings.github_webhook_secret:
         return _answer(503, "the GitHub App is not registered yet; open the service's home page")
+    headers = request.headers
     body = request.get_data(cache=False)
-    signature = request.headers.get("X-Hub-Signature-256", "")
+    signature = headers.get("X-Hub-Signature-256", "")
     if not signature:
         return _answer(401, "missing X-Hub-Signature-256 (the SHA-1 X-Hub-Signature is not accepted)")
     # hmac.compare_digest refuses non-ASCII text with a TypeError; such a header never matches.
@@ -47,11 +47,11 @@ def receive_webhook() -> tuple[Response, int]:
         or not verify(settings.github_webhook_secret, body, signature)
     ):
         return _answer(401, "signature does not match")
-    name = request.headers.get("X-GitHub-Event", "")
-    delivery_id = request.headers.get("X-GitHub-Delivery", "")
+    name = headers.get("X-GitHub-Event", "")
+    delivery_id = headers.get("X-GitHub-Delivery", "")
     if not name or not delivery_id or len(delivery_id) > 100:
         return _answer(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
-    parsed = _payload(body, request.content_type or "")
+    parsed = _payload(body, headers.get("Content-Type", ""))
     if parsed is None:
         return _answer(400, "the body is not a JSON object")
     payload, text = parsed
@@ -69,49 +69,60 @@ def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | Non
         text = body.decode("utf-8")
         if content_type.startswith("application/x-www-form-urlencoded"):
             text = parse_qs(text).get("payload", [""])[0]
-        data = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        # RecursionError: JSON nested deeper than the parser's stack.
+        data = parse_json(text)
+    except (UnicodeDecodeError, ValueError):
         return None
     return (data, text) if isinstance(data, dict) else None
 
 
-_INSERT_COLUMNS = ("delivery_id", "event", "action", "received_at", "state", "payload", "attempts")
+def parse_json(text: str) -> Any:
+    """JSON text as Python values; ValueError when it is not JSON.
+
+    orjson refuses some JSON the standard parser takes, such as lone surrogate escapes
+    (`\\ud83d`): the standard parser decides then, and a lone surrogate becomes U+FFFD, since no
+    database or HTTP body can carry one. (orjson reads integers beyond 64 bits as floats, which
+    no field of a delivery takes.)"""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        # JSON nested deeper than the parser's stack.
+        raise ValueError("JSON nested too deep") from None
+    return _without_lone_surrogates(data) if _SURROGATE_ESCAPE.search(text) else data
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(key): _without_lone_surrogates(item) for key, item in value.items()}
+    return value
 
 
 def _record(event: Event, text: str) -> tuple[Response, int]:
-    """Store the delivery for the intake poller (tasks.intake): one INSERT, nothing else."""
-    values = {
-        "delivery_id": event.delivery_id,
-        "event": event.name,
-        "action": event.action,
-        "received_at": utcnow(),
-        "state": "received",
-        "payload": text,
-        "attempts": 0,
-    }
-    fields = WebhookDelivery._meta.fields
-    params = [fields[name].db_value(values[name]) for name in _INSERT_COLUMNS]
-    with _one_writer():
-        # The statement is written out: building it with the query builder costs more than running it.
-        cursor = database.execute_sql(_insert_sql(), params)
-    if not cursor.rowcount:
+    """Store the delivery for the intake poller (tasks.intake), and nothing else."""
+    received_at = WebhookDelivery.received_at.db_value(utcnow())
+    try:
+        inserted = deliveries.store((event.delivery_id, event.name, event.action, received_at, "received", text, 0))
+    except peewee.DatabaseError as error:
+        # GitHub shows the delivery as failed, and it can be redelivered.
+        log.exception("storing delivery %s failed", event.delivery_id)
+        return _answer(503, f"the delivery could not be stored: {error}")
+    if not inserted:
         return _answer(200, "duplicate delivery: already received", duplicate=True)
     return _answer(202, "accepted", delivery=event.delivery_id)
-
-
-def _insert_sql() -> str:
-    """INSERT ... ON CONFLICT DO NOTHING: the same text for SQLite and PostgreSQL, but for the marks."""
-    columns = ", ".join(f'"{column}"' for column in _INSERT_COLUMNS)
-    marks = ", ".join(database.obj.param for _ in _INSERT_COLUMNS)
-    table = WebhookDelivery._meta.table_name
-    return f'INSERT INTO "{table}" ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING'
-
-
-def _one_writer() -> threading.Lock | contextlib.nullcontext[None]:
-    """SQLite admits one writer at a time and makes the others sleep in its busy handler, in steps
-    that grow to 100 ms; this process's request threads queue on a lock instead."""
-    return _SQLITE_WRITER if isinstance(database.obj, peewee.SqliteDatabase) else contextlib.nullcontext()
 
 
 def route(delivery_id: str) -> Outcome | None:
@@ -122,7 +133,7 @@ def route(delivery_id: str) -> Outcome | None:
         )
         if row is None:
             return None
-        event = Event(name=row.event, delivery_id=delivery_id, payload=json.loads(row.payload or "{}"))
+        event = Event(name=row.event, delivery_id=delivery_id, payload=parse_json(row.payload or "{}"))
         outcome = ROUTER.dispatch(event)
         result = {"deployments": outcome.builds + outcome.recorded, "notes": outcome.notes}
         claimed = (

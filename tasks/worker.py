@@ -8,6 +8,7 @@ import sys
 from core.errors import ConfigError
 from core.settings import Settings
 from tasks.bootstrap import bootstrap
+from tasks.checkpoint import checkpoint_loop
 from tasks.deploy import recover_deployments
 from tasks.intake import intake_loop
 from tasks.sweeper import sweeper_loop
@@ -24,3 +25,6 @@ broker = bootstrap(_settings)
 recover_deployments(at_start=True)
 intake = intake_loop().start()
 sweeper = sweeper_loop().start()
+checkpoint = checkpoint_loop()
+if checkpoint:
+    checkpoint.start()

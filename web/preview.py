@@ -10,7 +10,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from flask import Flask, Response, abort, current_app, request, send_file
+from flask import Flask, Response, abort, request, send_file
 
 from builders.unpack import unpack_artifact
 from core.errors import DeployError
@@ -127,8 +127,9 @@ def install_preview_host(app: Flask) -> None:
 
     @app.before_request
     def route_preview_host() -> Response | None:
-        settings: Settings = current_app.config["SETTINGS"]
-        label = preview_label(settings, request.host)
+        # The Host header as sent: a request without one is never for a preview.
+        settings: Settings = app.config["SETTINGS"]
+        label = preview_label(settings, request.environ.get("HTTP_HOST", ""))
         if label is None:
             return None
         return serve_preview(settings, label)
