@@ -2,16 +2,18 @@
 
     python bench/intake.py [--requests 4000] [--concurrency 8]
 
-Both apps run under the same gunicorn settings as the Procfile's web process (2 workers, 4 threads).
+Both apps run under the same gunicorn settings as the Procfile's web process (its gunicorn.conf.py,
+2 workers, 4 threads).
 The service has REDIS_URL set, so it only records and enqueues (no worker runs); its database is a
-temporary SQLite file (or --database-url). The load comes from a bounded pool of keep-alive httpx
-clients on loopback. Prints requests/s, p50 and p99 for each and the ratio.
+temporary SQLite file (or --database-url). The load comes from a bounded number of keep-alive httpx
+clients on loopback, each in a process of its own. Prints requests/s, p50 and p99 for each and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -20,14 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -73,16 +74,36 @@ def private_key() -> str:
     ).decode()
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time used so far by gunicorn's master and its workers."""
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended meanwhile
+            pid, parent = int(stat.parent.name), int(fields[1])
+            if self.pid in (pid, parent):
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def gunicorn(app: str, env: dict[str, str], folder: Path, *, workers: int, threads: int) -> Iterator[str]:
-    """gunicorn on a loopback port, as the Procfile runs it; yields its base URL.
+def gunicorn(app: str, env: dict[str, str], folder: Path, *, workers: int, threads: int) -> Iterator[Server]:
+    """gunicorn on a loopback port, as the Procfile runs it.
 
     The socket is bound here and handed over, so that no other process can take the port between.
     """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"fd://{listener.fileno()}"]
+    argv = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py")]
+    argv += ["--bind", f"fd://{listener.fileno()}"]
     argv += ["--workers", str(workers), "--threads", str(threads), "--log-level", "warning", app]
     log = (folder / f"gunicorn-{port}.log").open("wb")
     process = subprocess.Popen(
@@ -98,7 +119,7 @@ def gunicorn(app: str, env: dict[str, str], folder: Path, *, workers: int, threa
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process, folder / f"gunicorn-{port}.log")
-        yield url
+        yield Server(url, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -131,6 +152,12 @@ class Result:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
+    server_cpu: float = 0.0  # seconds
+
+    @property
+    def cpu_per_request(self) -> float:
+        """Microseconds of the server's CPU time per delivery."""
+        return self.server_cpu / self.requests * 1e6
 
     @property
     def rate(self) -> float:
@@ -141,65 +168,92 @@ class Result:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-def load(url: str, bodies: list[bytes], *, concurrency: int, name: str) -> Result:
-    """Send every body once, `concurrency` at a time, each with a new delivery id."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
+def load(server: Server, bodies: list[bytes], *, concurrency: int, name: str) -> Result:
+    """Send every body once, `concurrency` at a time, each with a new delivery id.
+
+    Each of the `concurrency` clients is a process of its own, so that the clients do not queue
+    on one interpreter lock and the answer times are the server's."""
     signed = [(body, sign(SECRET, body)) for body in bodies]
-    shares = [signed[index::concurrency] for index in range(concurrency)]
-
-    def run(share: list[tuple[bytes, str]]) -> None:
-        mine: list[float] = []
-        codes: dict[int, int] = {}
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
-            for body, signature in share:
-                headers = {
-                    "X-GitHub-Event": "push",
-                    "X-GitHub-Delivery": str(uuid.uuid4()),
-                    "X-Hub-Signature-256": signature,
-                    "Content-Type": "application/json",
-                    "User-Agent": "GitHub-Hookshot/bench",
-                }
-                started = time.perf_counter()
-                try:
-                    code = client.post("/api/github/webhooks", content=body, headers=headers).status_code
-                except httpx.TransportError:
-                    code = 0  # no answer at all
-                mine.append(time.perf_counter() - started)
-                codes[code] = codes.get(code, 0) + 1
-        with lock:
-            latencies.extend(mine)
-            for code, count in codes.items():
-                statuses[code] = statuses.get(code, 0) + count
-
+    context = multiprocessing.get_context("fork")
+    go = context.Event()
+    pipes = []
+    clients = []
+    for index in range(concurrency):
+        receiver, sender = context.Pipe(duplex=False)
+        client = context.Process(target=_client, args=(server.url, signed[index::concurrency], go, sender))
+        client.start()
+        sender.close()
+        pipes.append(receiver)
+        clients.append(client)
+    for receiver in pipes:
+        receiver.recv()  # connected and ready
+    cpu = server.cpu_seconds()
     started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(run, shares))
-    return Result(name, len(bodies), time.perf_counter() - started, latencies, statuses)
+    go.set()
+    answers = [receiver.recv() for receiver in pipes]
+    seconds = time.perf_counter() - started
+    cpu = server.cpu_seconds() - cpu
+    for client in clients:
+        client.join()
+    latencies = [latency for mine, _ in answers for latency in mine]
+    statuses: dict[int, int] = {}
+    for _, codes in answers:
+        for code, count in codes.items():
+            statuses[code] = statuses.get(code, 0) + count
+    return Result(name, len(bodies), seconds, latencies, statuses, cpu)
 
 
-def summarize(runs: list[Result]) -> tuple[float, float, float]:
-    """Median requests/s, p50 and p99 over the rounds."""
+def _client(url: str, share: list[tuple[bytes, str]], go: Any, pipe: Any) -> None:
+    mine: list[float] = []
+    codes: dict[int, int] = {}
+    with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        client.get("/healthz")  # open the keep-alive connection before the clock starts
+        pipe.send("ready")
+        go.wait()
+        for body, signature in share:
+            headers = {
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": signature,
+                "Content-Type": "application/json",
+                "User-Agent": "GitHub-Hookshot/bench",
+            }
+            started = time.perf_counter()
+            try:
+                code = client.post("/api/github/webhooks", content=body, headers=headers).status_code
+            except httpx.TransportError:
+                code = 0  # no answer at all
+            mine.append(time.perf_counter() - started)
+            codes[code] = codes.get(code, 0) + 1
+    pipe.send((mine, codes))
+    pipe.close()
+
+
+def summarize(runs: list[Result]) -> tuple[float, float, float, float]:
+    """Median requests/s, p50, p99 and server CPU per delivery over the rounds."""
     return (
         statistics.median(r.rate for r in runs),
         statistics.median(r.percentile(0.50) for r in runs),
         statistics.median(r.percentile(0.99) for r in runs),
+        statistics.median(r.cpu_per_request for r in runs),
     )
 
 
 def report(result: Result) -> str:
     return (
         f"{result.name:<16} {result.rate:8.0f} req/s   p50 {result.percentile(0.50):6.1f} ms   "
-        f"p99 {result.percentile(0.99):6.1f} ms   answers {dict(sorted(result.statuses.items()))}"
+        f"p99 {result.percentile(0.99):6.1f} ms   server CPU {result.cpu_per_request:5.0f} µs/delivery   "
+        f"answers {dict(sorted(result.statuses.items()))}"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=4000, help="deliveries per measured round")
+    parser.add_argument("--requests", type=int, default=2000, help="deliveries per measured round")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="measured rounds per app, alternating")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="measured rounds per app, in pairs run back to back (ABBA order)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
@@ -246,31 +300,44 @@ def measure(args: argparse.Namespace, folder: Path, database_url: str) -> int:
     print(f"{args.repositories} repositories")
 
     results: dict[str, list[Result]] = {"service": [], "bare endpoint": []}
+    ratios: list[float] = []
     settings = {"workers": args.workers, "threads": args.threads}
     try:
         with (
             gunicorn("app:create_app()", service_env, folder, **settings) as service,
             gunicorn("bench.bare_app:create_app()", {"GITHUB_WEBHOOK_SECRET": SECRET}, folder, **settings) as bare,
         ):
-            for name, url in (("service", service), ("bare endpoint", bare)):
-                load(url, warmup, concurrency=args.concurrency, name=name)
-            for bodies in rounds:
-                for name, url in (("service", service), ("bare endpoint", bare)):
-                    result = load(url, bodies, concurrency=args.concurrency, name=name)
-                    results[name].append(result)
-                    print("  " + report(result))
+            apps = {"service": service, "bare endpoint": bare}
+            for name, server in apps.items():
+                load(server, warmup, concurrency=args.concurrency, name=name)
+            for index, bodies in enumerate(rounds):
+                # A pair of rounds, one per app, in turn first: the machine's speed drifts (other
+                # work, CPU steal), and the ratio of each pair compares two moments close together.
+                order = list(apps) if index % 2 == 0 else list(reversed(apps))
+                pair = {}
+                for name in order:
+                    pair[name] = load(apps[name], bodies, concurrency=args.concurrency, name=name)
+                    results[name].append(pair[name])
+                    print("  " + report(pair[name]))
+                ratios.append(pair["service"].rate / pair["bare endpoint"].rate)
     finally:
         drop_redis_keys(namespace)
 
     print()
     summary = {name: summarize(runs) for name, runs in results.items()}
-    for name, (rate, p50, p99) in summary.items():
+    for name, (rate, p50, p99, cpu) in summary.items():
         print(
-            f"{name:<16} {rate:8.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   (medians of {len(rounds)} rounds)"
+            f"{name:<16} {rate:8.0f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   "
+            f"server CPU {cpu:5.0f} µs/delivery   (medians of {len(rounds)} rounds)"
         )
-    ratio = summary["service"][0] / summary["bare endpoint"][0]
-    print(f"ratio service / bare endpoint: {ratio:.2f}  (target >= {TARGET_RATIO})")
+    ratio = statistics.median(ratios)
+    print(
+        f"ratio service / bare endpoint: {ratio:.2f}, the median of {len(ratios)} pairs of rounds "
+        f"({min(ratios):.2f}–{max(ratios):.2f})  (target >= {TARGET_RATIO})"
+    )
     print(f"service p99: {summary['service'][2]:.1f} ms  (target < {TARGET_P99_MS:.0f} ms)")
+    cpu_ratio = summary["bare endpoint"][3] / summary["service"][3]
+    print(f"bare endpoint's server CPU per delivery / the service's: {cpu_ratio:.2f}")
     bad = {code: n for r in results["service"] for code, n in r.statuses.items() if code != 202}
     if bad:
         print(f"the service gave answers other than 202: {bad}; its log says:", file=sys.stderr)
