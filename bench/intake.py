@@ -1,12 +1,12 @@
 """Webhook intake: signed ~8 KB push deliveries against the service under gunicorn, beside a bare endpoint.
 
-    python bench/intake.py [--requests 4000] [--concurrency 8]
+    python bench/intake.py [--requests 2000] [--rounds 6] [--concurrency 8]
 
 Both apps run under the same gunicorn settings as the Procfile's web process (its gunicorn.conf.py,
-2 workers, 4 threads).
-The service has REDIS_URL set, so it only records and enqueues (no worker runs); its database is a
-temporary SQLite file (or --database-url). The load comes from a bounded number of keep-alive httpx
-clients on loopback, each in a process of its own. Prints requests/s, p50 and p99 for each and the ratio.
+2 workers, 4 threads). The service has REDIS_URL set, so it only stores the deliveries (no worker
+runs); its database is a temporary SQLite file (or --database-url). The load comes from a bounded
+number of keep-alive httpx clients on loopback, each in a process of its own. Prints requests/s,
+p50, p99 and the servers' CPU time per delivery for each app, and the ratio.
 """
 
 from __future__ import annotations
