@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from models import checkpoint_wal
+import peewee
+
+from models import checkpoint_wal, database
 from tasks.loop import Loop
 
 CHECKPOINT_SECONDS = 1.0
@@ -10,7 +12,7 @@ CHECKPOINT_SECONDS = 1.0
 
 def checkpoint_loop() -> Loop | None:
     """The checkpointing thread, not started; None when the database is not SQLite."""
-    if not checkpoint_wal():
+    if not isinstance(database.obj, peewee.SqliteDatabase):
         return None
     return Loop("checkpoint", _step, interval=CHECKPOINT_SECONDS)
 
