@@ -226,7 +226,13 @@ MODELS: list[type[BaseModel]] = [
 
 def connect(url: str) -> peewee.Database:
     """Open the database named by DATABASE_URL and bind the models to it."""
-    db = db_url.connect(url, pragmas=SQLITE_PRAGMAS) if url.startswith("sqlite") else db_url.connect(url)
+    if url.startswith("sqlite"):
+        # BEGIN IMMEDIATE: a transaction takes the write lock when it starts, waiting for it in
+        # the busy handler. A deferred one that reads first cannot take it later if another
+        # connection wrote meanwhile, and fails at once with `database is locked`.
+        db = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+    else:
+        db = db_url.connect(url)
     database.initialize(db)
     return db
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 
 from core.timeutil import utcnow
-from models import Deployment, DeploymentStatus
+from models import Deployment, DeploymentStatus, WebhookDelivery
 from tasks import deploy
-from tests.conftest import Service
+from tests.conftest import Service, wait_for
 from tests.payloads import REPO, push_payload, sha_for
 
 
@@ -69,3 +69,13 @@ def test_a_live_lease_is_left_alone(service: Service) -> None:
     assert deploy.recover_deployments(at_start=False) == 0
     deploy.run_deployment(deploy.current(), deployment.id)
     assert Deployment.get_by_id(deployment.id).worker_id == "other:2:alive"
+
+
+def test_a_burst_of_deliveries_routes_without_lock_failures(service: Service) -> None:
+    """Routing and the webhook's inserts write at once; routing waits for the lock rather than
+    failing with `database is locked` and spending one of its attempts."""
+    for index in range(60):
+        response = service.send("push", push_payload(sha_for(f"burst {index}")), route=False)
+        assert response.status_code == 202
+    wait_for(lambda: not WebhookDelivery.select().where(WebhookDelivery.state == "received").exists(), timeout=60)
+    assert not WebhookDelivery.select().where(WebhookDelivery.attempts > 0).exists()
