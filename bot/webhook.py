@@ -78,45 +78,78 @@ def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | Non
 def parse_json(text: str) -> Any:
     """JSON text as Python values; ValueError when it is not JSON.
 
-    orjson refuses some JSON the standard parser takes, such as lone surrogate escapes
-    (`\\ud83d`): the standard parser decides then, and a lone surrogate becomes U+FFFD, since no
-    database or HTTP body can carry one. (orjson reads integers beyond 64 bits as floats, which
-    no field of a delivery takes.)"""
+    Text that no database or HTTP body can carry, a lone surrogate (`\\ud83d`) or a NUL
+    (`\\u0000`, which PostgreSQL refuses), becomes U+FFFD. orjson refuses lone surrogate escapes,
+    and the standard parser reads those. (orjson reads integers beyond 64 bits as floats, which no
+    field of a delivery takes.)"""
     try:
-        return orjson.loads(text)
+        data = orjson.loads(text)
     except orjson.JSONDecodeError:
-        pass
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        # JSON nested deeper than the parser's stack.
-        raise ValueError("JSON nested too deep") from None
-    return _without_lone_surrogates(data) if _SURROGATE_ESCAPE.search(text) else data
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _without_lone_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
         try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return value
-    if isinstance(value, list):
-        return [_without_lone_surrogates(item) for item in value]
-    if isinstance(value, dict):
-        return {_without_lone_surrogates(key): _without_lone_surrogates(item) for key, item in value.items()}
-    return value
+            data = json.loads(text)
+        except RecursionError:
+            # JSON nested deeper than the parser's stack.
+            raise ValueError("JSON nested too deep") from None
+    if "\\u" in text and _UNSTORABLE_ESCAPE.search(text):
+        data = _storable(data)
+    return data
+
+
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
+
+
+def _storable(data: Any) -> Any:
+    """data with every string made storable, walked without recursion (it may be deep)."""
+    root = [data]
+    pending: list[list[Any] | dict[Any, Any]] = [root]
+    while pending:
+        container = pending.pop()
+        if isinstance(container, dict) and any(isinstance(key, str) and _unstorable(key) for key in container):
+            items = list(container.items())
+            container.clear()
+            container.update((_storable_text(key), value) for key, value in items)
+        keys = range(len(container)) if isinstance(container, list) else list(container)
+        for key in keys:
+            value = container[key]
+            if isinstance(value, str):
+                if _unstorable(value):
+                    container[key] = _storable_text(value)
+            elif isinstance(value, list | dict):
+                pending.append(value)
+    return root[0]
+
+
+def _unstorable(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _storable_text(text: str) -> str:
+    text = text.replace("\x00", "\ufffd")
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _stored_action(action: str | None) -> str | None:
+    """The action for its column, when it looks like one of GitHub's (routing reads the payload)."""
+    return action if action is not None and _ACTION.fullmatch(action) else None
+
+
+_ACTION = re.compile(r"[a-z_]{1,64}")
 
 
 def _record(event: Event, text: str) -> tuple[Response, int]:
     """Store the delivery for the intake poller (tasks.intake), and nothing else."""
     received_at = WebhookDelivery.received_at.db_value(utcnow())
     try:
-        inserted = deliveries.store((event.delivery_id, event.name, event.action, received_at, "received", text, 0))
-    except peewee.DatabaseError as error:
+        inserted = deliveries.store(
+            (event.delivery_id, event.name, _stored_action(event.action), received_at, "received", text, 0)
+        )
+    except (peewee.DatabaseError, OSError) as error:
         # GitHub shows the delivery as failed, and it can be redelivered.
         log.exception("storing delivery %s failed", event.delivery_id)
         return _answer(503, f"the delivery could not be stored: {error}")

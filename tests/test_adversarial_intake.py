@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -98,3 +100,62 @@ def test_fields_of_the_wrong_type_are_not_a_5xx(
         assert [d.commit_sha for d in Deployment.select()] == [SHA]
     else:
         assert Deployment.select().count() == 0
+
+
+def _nested(depth: int, leaf: str) -> bytes:
+    text = json.dumps(push_payload(sha_for("deep")))
+    return (text[:-1] + ', "deep": ' + '{"a":' * depth + leaf + "}" * depth + "}").encode()
+
+
+@pytest.mark.parametrize("depth", [450, 900])
+def test_deep_json_with_a_lone_surrogate_is_not_a_5xx(service: Service, depth: int) -> None:
+    response = service.send("push", _nested(depth, '"\\ud800"'), route=False)
+    assert response.status_code in (202, 400), response.text
+
+
+def test_text_no_database_can_hold_becomes_a_replacement_character() -> None:
+    from bot.webhook import parse_json
+
+    data = parse_json('{"a": "x\\u0000y", "b": ["\\uDC00"], "\\ud83d": "\\ud83d\\ude00", "c": "\\\\ud83d"}')
+    assert data == {"a": "x\ufffdy", "b": ["\ufffd"], "\ufffd": "\U0001f600", "c": "\\ud83d"}
+
+
+def test_an_action_the_database_cannot_hold_is_not_stored_as_such(service: Service) -> None:
+    payload = push_payload(sha_for("long action"))
+    for action in ("x" * 300, "a\u0000b"):
+        payload["action"] = action
+        response = service.send("push", payload, route=False)
+        assert response.status_code == 202, response.text
+        row = WebhookDelivery.get_by_id(response.json()["delivery"])
+        assert row.action is None
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_503(service: Service) -> None:
+    from bot import deliveries
+
+    path = service.settings.database_url.removeprefix("sqlite:///")
+    deliveries._lock_files.clear()
+    os.mkdir(f"{path}-intake.lock")
+    try:
+        response = service.send("push", push_payload(sha_for("lock")), route=False)
+    finally:
+        os.rmdir(f"{path}-intake.lock")
+        deliveries._lock_files.clear()
+    assert response.status_code == 503
+    assert "could not be stored" in response.json()["message"]
+
+
+def _raw_get(service: Service, host: bytes, path: bytes = b"/") -> bytes:
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
+        connection.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("label", [b"a b", b"a/b", b"x@abc"])
+def test_an_invalid_host_name_is_never_a_preview(service: Service, label: bytes) -> None:
+    """The host name is read as werkzeug validates it: one it refuses goes to the app, not a preview."""
+    answer = _raw_get(service, label + b"." + service.settings.preview_domain.encode())
+    assert b"No ready deployment" not in answer

@@ -127,9 +127,9 @@ def install_preview_host(app: Flask) -> None:
 
     @app.before_request
     def route_preview_host() -> Response | None:
-        # The Host header as sent: a request without one is never for a preview.
         settings: Settings = app.config["SETTINGS"]
-        label = preview_label(settings, request.environ.get("HTTP_HOST", ""))
+        # request.host is empty for a host name werkzeug finds invalid: never a preview.
+        label = preview_label(settings, request.host)
         if label is None:
             return None
         return serve_preview(settings, label)
