@@ -149,7 +149,7 @@ def _record(event: Event, text: str) -> tuple[Response, int]:
         inserted = deliveries.store(
             (event.delivery_id, event.name, _stored_action(event.action), received_at, "received", text, 0)
         )
-    except (peewee.DatabaseError, OSError) as error:
+    except peewee.DatabaseError as error:
         # GitHub shows the delivery as failed, and it can be redelivered.
         log.exception("storing delivery %s failed", event.delivery_id)
         return _answer(503, f"the delivery could not be stored: {error}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -128,21 +127,6 @@ def test_an_action_the_database_cannot_hold_is_not_stored_as_such(service: Servi
         assert response.status_code == 202, response.text
         row = WebhookDelivery.get_by_id(response.json()["delivery"])
         assert row.action is None
-
-
-def test_a_lock_file_that_cannot_be_opened_is_a_503(service: Service) -> None:
-    from bot import deliveries
-
-    path = service.settings.database_url.removeprefix("sqlite:///")
-    deliveries._lock_files.clear()
-    os.mkdir(f"{path}-intake.lock")
-    try:
-        response = service.send("push", push_payload(sha_for("lock")), route=False)
-    finally:
-        os.rmdir(f"{path}-intake.lock")
-        deliveries._lock_files.clear()
-    assert response.status_code == 503
-    assert "could not be stored" in response.json()["message"]
 
 
 def _raw_get(service: Service, host: bytes, path: bytes = b"/") -> bytes:
