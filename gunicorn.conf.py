@@ -18,3 +18,16 @@ def post_worker_init(worker: Any) -> None:
     webhook answer times. Objects made afterwards are collected as usual."""
     gc.collect()
     gc.freeze()
+
+
+def on_starting(server: Any) -> None:
+    """Check the settings once, in the master, before any worker loads the app: a bad one stops
+    gunicorn with the readable message `python app.py` gives, not a traceback from each worker."""
+    from core.errors import ConfigError
+    from core.settings import Settings
+
+    try:
+        Settings.from_env()
+    except ConfigError as error:
+        server.log.error("dyonisus: configuration error: %s", error)
+        raise SystemExit(2) from None

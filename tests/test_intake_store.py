@@ -5,7 +5,10 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import os
 import runpy
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -96,3 +99,19 @@ def test_gunicorn_workers_freeze_the_loaded_app() -> None:
     finally:
         gc.unfreeze()
     assert (ROOT / "Procfile").read_text().startswith("web: gunicorn --config gunicorn.conf.py ")
+
+
+def test_gunicorn_stops_at_a_bad_setting_with_a_readable_message() -> None:
+    env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:"}
+    env.pop("PORT", None)
+    finished = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "app:create_app()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert "dyonisus: configuration error: DATABASE_URL cannot be an in-memory SQLite database" in finished.stderr
+    assert "Traceback" not in finished.stderr
