@@ -5,10 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
-import os
 import runpy
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,8 +14,7 @@ from models import Deployment, WebhookDelivery, database
 from tasks.checkpoint import checkpoint_loop
 from tests.conftest import Service
 from tests.payloads import push_payload, sha_for
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.services import ROOT
 
 
 def test_json_the_fast_parser_refuses_is_still_accepted(service: Service) -> None:
@@ -99,19 +95,3 @@ def test_gunicorn_workers_freeze_the_loaded_app() -> None:
     finally:
         gc.unfreeze()
     assert (ROOT / "Procfile").read_text().startswith("web: gunicorn --config gunicorn.conf.py ")
-
-
-def test_gunicorn_stops_at_a_bad_setting_with_a_readable_message() -> None:
-    env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:"}
-    env.pop("PORT", None)
-    finished = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "app:create_app()"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert finished.returncode == 2
-    assert "dyonisus: configuration error: DATABASE_URL cannot be an in-memory SQLite database" in finished.stderr
-    assert "Traceback" not in finished.stderr

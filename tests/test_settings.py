@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.settings import Settings
-
-ROOT = Path(__file__).parent.parent
+from tests.services import ROOT
 
 
 def test_embedded_defaults() -> None:
@@ -92,6 +92,22 @@ def test_bad_setting_at_start_is_a_readable_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "configuration error: PORT must be a whole number, got 'eighty'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_stops_at_a_bad_setting_with_a_readable_message() -> None:
+    env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:"}
+    env.pop("PORT", None)
+    finished = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "app:create_app()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert "dyonisus: configuration error: DATABASE_URL cannot be an in-memory SQLite database" in finished.stderr
+    assert "Traceback" not in finished.stderr
 
 
 def test_github_web_address_follows_the_api() -> None:
