@@ -237,14 +237,12 @@ def connect(url: str) -> peewee.Database:
     return db
 
 
-def checkpoint_wal() -> bool:
+def checkpoint_wal() -> None:
     """Copy what the SQLite write-ahead log holds into the database file, without waiting for
-    readers or writers (a PASSIVE checkpoint), so that no request's commit has to. False elsewhere."""
-    if not isinstance(database.obj, peewee.SqliteDatabase):
-        return False
-    # The calling thread keeps its connection: closing the last one would checkpoint again.
-    database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
-    return True
+    readers or writers (a PASSIVE checkpoint), so that no request's commit has to."""
+    if isinstance(database.obj, peewee.SqliteDatabase):
+        # The calling thread keeps its connection: closing the last one would checkpoint again.
+        database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def create_schema() -> None:
