@@ -232,7 +232,9 @@ def connect(url: str) -> peewee.Database:
         # connection wrote meanwhile, and fails at once with `database is locked`.
         db = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     else:
-        db = db_url.connect(url)
+        from models import postgres
+
+        db = postgres.connect(url)
     database.initialize(db)
     return db
 

@@ -255,3 +255,95 @@ def test_processes_starting_together_create_the_schema_once() -> None:
             results = [process.communicate(timeout=60) for process in starts]
             failures = [err.strip().splitlines()[-1] for out, err in results if out.strip() != "ok"]
             assert not failures, failures
+
+
+def _drop_connections(database_url: str) -> int:
+    """End every server process of this database, as a PostgreSQL restart or failover does."""
+    import psycopg2
+
+    admin = psycopg2.connect(database_url, connect_timeout=5)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            ended = cursor.fetchone()[0]
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (ended,))
+            # pg_terminate_backend only signals; wait until those server processes are gone.
+            deadline = time.monotonic() + 10
+            while (
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,))
+                or (cursor.fetchone()[0])
+            ):
+                assert time.monotonic() < deadline, "PostgreSQL did not end the connections"
+                time.sleep(0.05)
+            return len(ended)
+    finally:
+        admin.close()
+
+
+def test_embedded_service_recovers_when_postgres_drops_its_connections(
+    make_service: Callable[..., Service], postgres_url: str
+) -> None:
+    """Connections of long-lived threads (the intake poller, the sweeper, the worker threads) die
+    with a PostgreSQL restart; the next push must still be routed and built."""
+    service = make_service(database_url=postgres_url)
+    first = service.push(sha_for("before the restart"), tiny_site("Before"))
+    assert service.wait(first, timeout=60)["status"] == "READY"
+    assert _drop_connections(postgres_url) > 0
+
+    sha = sha_for("after the restart")
+    service.fake.add_tarball(REPO, sha, tiny_site("After the restart"))
+    deadline = time.monotonic() + 30
+    while (answer := service.send("push", push_payload(sha), route=False)).status_code == 503:
+        # The web request that finds its connection dead answers 503 (GitHub can redeliver).
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    assert answer.status_code == 202, answer.text
+    (deployment_id,) = routed(answer).json()["deployments"]
+    assert service.wait(deployment_id, timeout=60)["status"] == "READY"
+    assert "After the restart" in service.preview(deployment_id).text
+
+
+def test_worker_process_recovers_when_postgres_drops_its_connections(
+    web: Service, start_worker: Callable[[], WorkerProcess]
+) -> None:
+    worker = start_worker()
+    first = web.push(sha_for("worker before the restart"), tiny_site("Before"))
+    assert _wait(web, first, worker)["status"] == "READY"
+    assert _drop_connections(web.settings.database_url) > 0
+
+    sha = sha_for("worker after the restart")
+    web.fake.add_tarball(REPO, sha, tiny_site("After the restart"))
+    deadline = time.monotonic() + 30
+    while (answer := web.send("push", push_payload(sha), route=False)).status_code == 503:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    assert answer.status_code == 202, answer.text
+    (deployment_id,) = routed(answer).json()["deployments"]
+    assert _wait(web, deployment_id, worker)["status"] == "READY"
+
+
+def test_a_lost_connection_fails_its_transaction_and_the_next_statement_reconnects(postgres_url: str) -> None:
+    """Nothing is replayed behind a transaction's back: the one cut off fails; what follows works."""
+    import peewee
+
+    models.connect(postgres_url)
+    models.create_schema()
+    database = models.database
+    before = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    with pytest.raises(peewee.DatabaseError), database.atomic():
+        WebhookDelivery.create(delivery_id="cut-off", event="push", state="received")
+        assert _drop_connections(postgres_url) == 1
+        WebhookDelivery.create(delivery_id="after-the-cut", event="push", state="received")
+    after = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    assert after != before
+    assert WebhookDelivery.select().count() == 0
+
+    # Idle and lost: replaced before the statement is sent, so the statement itself succeeds.
+    assert _drop_connections(postgres_url) == 1
+    WebhookDelivery.create(delivery_id="on-a-new-connection", event="push", state="received")
+    assert [d.delivery_id for d in WebhookDelivery.select()] == ["on-a-new-connection"]
+    database.close()

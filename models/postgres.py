@@ -1,0 +1,86 @@
+"""PostgreSQL databases whose connections outlive a server restart.
+
+Every thread keeps its connection: the web process's request threads through the pool, the
+intake poller, the sweeper and the worker threads for as long as they run. A restart or failover
+of PostgreSQL (or an administrator's pg_terminate_backend) ends those connections on the server,
+and psycopg2 notices only when the next statement fails; without this, a long-lived thread
+would fail every statement from then on and no delivery would be routed again.
+
+Before a statement that starts a unit of work (none is open on the connection), a lost
+connection is replaced. A connection is lost when psycopg2 knows it is closed, or when the server
+has written to it or closed it while it was idle: the server never writes unasked to an idle
+session of ours (the service does not LISTEN), but it does write the FATAL message it sends when
+it ends one. Checking costs a poll(2) with no wait, not a round trip. A connection lost in the
+middle of a transaction fails that transaction, as it must; the next one gets a new connection.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+import psycopg2.extensions
+from playhouse import db_url
+from playhouse.pool import PooledPostgresqlDatabase
+
+# Each process's connections: gunicorn's threads, the worker threads and the background loops
+# take one each; requests beyond these wait for one to come back, up to POOL_WAIT_SECONDS.
+POOL_MAX_CONNECTIONS = 32
+POOL_WAIT_SECONDS = 10
+# A pooled connection is opened again after this long, so that none lives for ever.
+POOL_STALE_SECONDS = 3600
+
+
+def connection_lost(conn: Any) -> bool:
+    """Whether an idle psycopg2 connection can no longer be used."""
+    if conn.closed:
+        return True
+    if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+        return False  # a statement is under way or a transaction open: its own error will tell
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+class PooledPostgresDatabase(PooledPostgresqlDatabase):
+    """Connections kept in a pool between requests, replaced when they were lost."""
+
+    def cursor(self, named_cursor: Any = None) -> Any:
+        _replace_if_lost(self)
+        return super().cursor(named_cursor)
+
+    def _is_closed(self, conn: Any) -> bool:
+        # peewee's own check asks the server (SELECT 1) at every check-out: a round trip per request.
+        return bool(connection_lost(conn))
+
+    def _discard(self, conn: Any) -> None:
+        self._close(conn, close_conn=True)
+
+
+def _replace_if_lost(db: PooledPostgresDatabase) -> None:
+    state = db._state
+    if state.closed or state.transactions or not connection_lost(state.conn):
+        return
+    with db._lock:
+        lost = state.conn
+        state.reset()
+        try:
+            db._discard(lost)
+        except psycopg2.Error:
+            pass  # it is gone either way
+    db.connect()
+
+
+def connect(url: str) -> PooledPostgresDatabase:
+    """The database of a postgres:// or postgresql:// URL (+pool is accepted and means the same).
+
+    Connections are pooled in every case: a new one costs the server a process and the request
+    some milliseconds. The URL's query may set max_connections, timeout and stale_timeout."""
+    scheme, _, rest = url.partition("://")
+    params: dict[str, Any] = db_url.parse(scheme.removesuffix("+pool") + "://" + rest)
+    if not params.get("database"):
+        raise ValueError(f"{url!r} names no database")
+    params.setdefault("max_connections", POOL_MAX_CONNECTIONS)
+    params.setdefault("timeout", POOL_WAIT_SECONDS)
+    params.setdefault("stale_timeout", POOL_STALE_SECONDS)
+    return PooledPostgresDatabase(**params)
