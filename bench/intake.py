@@ -5,8 +5,11 @@
 Both apps run under the same gunicorn settings as the Procfile's web process (its gunicorn.conf.py,
 2 workers, 4 threads). The service has REDIS_URL set, so it only stores the deliveries (no worker
 runs); its database is a temporary SQLite file (or --database-url). The load comes from a bounded
-number of keep-alive httpx clients on loopback, each in a process of its own. Prints requests/s,
-p50, p99 and the servers' CPU time per delivery for each app, and the ratio.
+number of keep-alive clients on loopback, each in a process of its own: by default each writes its
+requests out beforehand and sends them on a plain socket, so that the clients take little of the
+processors the servers run on (--client httpx: an httpx.Client each, which takes about as much as
+a server does). Prints requests/s, p50, p99 and the servers' CPU time per delivery for each app,
+and the ratio.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ class Result:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-def load(server: Server, bodies: list[bytes], *, concurrency: int, name: str) -> Result:
+def load(server: Server, bodies: list[bytes], *, concurrency: int, name: str, client: str = "socket") -> Result:
     """Send every body once, `concurrency` at a time, each with a new delivery id.
 
     Each of the `concurrency` clients is a process of its own, so that the clients do not queue
@@ -177,14 +180,15 @@ def load(server: Server, bodies: list[bytes], *, concurrency: int, name: str) ->
     context = multiprocessing.get_context("fork")
     go = context.Event()
     pipes = []
-    clients = []
+    processes = []
     for index in range(concurrency):
         receiver, sender = context.Pipe(duplex=False)
-        client = context.Process(target=_client, args=(server.url, signed[index::concurrency], go, sender))
-        client.start()
+        share = signed[index::concurrency]
+        process = context.Process(target=_client, args=(server.url, share, go, sender, client))
+        process.start()
         sender.close()
         pipes.append(receiver)
-        clients.append(client)
+        processes.append(process)
     for receiver in pipes:
         receiver.recv()  # connected and ready
     cpu = server.cpu_seconds()
@@ -193,8 +197,8 @@ def load(server: Server, bodies: list[bytes], *, concurrency: int, name: str) ->
     answers = [receiver.recv() for receiver in pipes]
     seconds = time.perf_counter() - started
     cpu = server.cpu_seconds() - cpu
-    for client in clients:
-        client.join()
+    for process in processes:
+        process.join()
     latencies = [latency for mine, _ in answers for latency in mine]
     statuses: dict[int, int] = {}
     for _, codes in answers:
@@ -203,7 +207,106 @@ def load(server: Server, bodies: list[bytes], *, concurrency: int, name: str) ->
     return Result(name, len(bodies), seconds, latencies, statuses, cpu)
 
 
-def _client(url: str, share: list[tuple[bytes, str]], go: Any, pipe: Any) -> None:
+def _client(url: str, share: list[tuple[bytes, str]], go: Any, pipe: Any, kind: str = "socket") -> None:
+    if kind == "httpx":
+        mine, codes = _httpx_client(url, share, go, pipe)
+    else:
+        mine, codes = _socket_client(url, share, go, pipe)
+    pipe.send((mine, codes))
+    pipe.close()
+
+
+def _headers(body: bytes, signature: str) -> dict[str, str]:
+    return {
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature,
+        "Content-Type": "application/json",
+        "User-Agent": "GitHub-Hookshot/bench",
+    }
+
+
+def _socket_client(url: str, share: list[tuple[bytes, str]], go: Any, pipe: Any) -> tuple[list[float], dict[int, int]]:
+    """Keep-alive HTTP/1.1 over a plain socket, every request written out before the clock starts:
+    a client that costs the two cores a few microseconds per request, so that what it measures is
+    the server's answer time, not its own turn on the processor."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    address = (host, int(port))
+    requests = []
+    for body, signature in share:
+        lines = ["POST /api/github/webhooks HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in _headers(body, signature).items()]
+        requests.append(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    connection = _HTTPConnection(address)
+    connection.exchange(f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    mine: list[float] = []
+    codes: dict[int, int] = {}
+    pipe.send("ready")
+    go.wait()
+    for request in requests:
+        started = time.perf_counter()
+        code = connection.exchange(request)
+        mine.append(time.perf_counter() - started)
+        codes[code] = codes.get(code, 0) + 1
+    connection.close()
+    return mine, codes
+
+
+class _HTTPConnection:
+    """One request at a time on a keep-alive connection, opened again when the server closed it."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.sock: socket.socket | None = None
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(self.address, timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def exchange(self, request: bytes) -> int:
+        """Send one request and read its whole answer; the status code, 0 when none came."""
+        for _ in range(2):  # once more on a connection the server had closed while idle
+            if self.sock is None:
+                self.sock = self._connect()
+            try:
+                self.sock.sendall(request)
+                code, keep = self._answer(self.sock)
+            except OSError:
+                code, keep = 0, False
+            if not keep:
+                self.close()
+            if code:
+                return code
+        return 0
+
+    @staticmethod
+    def _answer(sock: socket.socket) -> tuple[int, bool]:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return 0, False
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        code = int(lines[0].split()[1])
+        fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        length = int(fields.get("content-length", "0"))
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return code, False
+            rest += chunk
+        return code, fields.get("connection", "").lower() != "close"
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _httpx_client(url: str, share: list[tuple[bytes, str]], go: Any, pipe: Any) -> tuple[list[float], dict[int, int]]:
     mine: list[float] = []
     codes: dict[int, int] = {}
     with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
@@ -211,22 +314,14 @@ def _client(url: str, share: list[tuple[bytes, str]], go: Any, pipe: Any) -> Non
         pipe.send("ready")
         go.wait()
         for body, signature in share:
-            headers = {
-                "X-GitHub-Event": "push",
-                "X-GitHub-Delivery": str(uuid.uuid4()),
-                "X-Hub-Signature-256": signature,
-                "Content-Type": "application/json",
-                "User-Agent": "GitHub-Hookshot/bench",
-            }
             started = time.perf_counter()
             try:
-                code = client.post("/api/github/webhooks", content=body, headers=headers).status_code
+                code = client.post("/api/github/webhooks", content=body, headers=_headers(body, signature)).status_code
             except httpx.TransportError:
                 code = 0  # no answer at all
             mine.append(time.perf_counter() - started)
             codes[code] = codes.get(code, 0) + 1
-    pipe.send((mine, codes))
-    pipe.close()
+    return mine, codes
 
 
 def summarize(runs: list[Result]) -> tuple[float, float, float, float]:
@@ -253,6 +348,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
         "--rounds", type=int, default=6, help="measured rounds per app, in pairs run back to back (ABBA order)"
+    )
+    parser.add_argument(
+        "--client",
+        choices=("socket", "httpx"),
+        default="socket",
+        help="socket: requests written out beforehand on a plain socket; httpx: an httpx.Client per process",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
@@ -297,7 +398,7 @@ def measure(args: argparse.Namespace, folder: Path, database_url: str) -> int:
     print(
         f"gunicorn --workers {args.workers} --threads {args.threads}, database {database_url.split(':')[0]}, ", end=""
     )
-    print(f"{args.repositories} repositories")
+    print(f"{args.repositories} repositories, {args.client} clients")
 
     results: dict[str, list[Result]] = {"service": [], "bare endpoint": []}
     ratios: list[float] = []
@@ -305,18 +406,19 @@ def measure(args: argparse.Namespace, folder: Path, database_url: str) -> int:
     try:
         with (
             gunicorn("app:create_app()", service_env, folder, **settings) as service,
-            gunicorn("bench.bare_app:create_app()", {"GITHUB_WEBHOOK_SECRET": SECRET}, folder, **settings) as bare,
+            # The same settings, since gunicorn.conf.py checks them before it loads either app.
+            gunicorn("bench.bare_app:create_app()", service_env, folder, **settings) as bare,
         ):
             apps = {"service": service, "bare endpoint": bare}
             for name, server in apps.items():
-                load(server, warmup, concurrency=args.concurrency, name=name)
+                load(server, warmup, concurrency=args.concurrency, name=name, client=args.client)
             for index, bodies in enumerate(rounds):
                 # A pair of rounds, one per app, in turn first: the machine's speed drifts (other
                 # work, CPU steal), and the ratio of each pair compares two moments close together.
                 order = list(apps) if index % 2 == 0 else list(reversed(apps))
                 pair = {}
                 for name in order:
-                    pair[name] = load(apps[name], bodies, concurrency=args.concurrency, name=name)
+                    pair[name] = load(apps[name], bodies, concurrency=args.concurrency, name=name, client=args.client)
                     results[name].append(pair[name])
                     print("  " + report(pair[name]))
                 ratios.append(pair["service"].rate / pair["bare endpoint"].rate)
