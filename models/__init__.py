@@ -206,12 +206,18 @@ class WebhookDelivery(BaseModel):
     action = peewee.CharField(null=True)
     received_at = peewee.DateTimeField(default=utcnow)
     # received → routed (or failed); tasks.intake turns the payload into deployments.
-    state = peewee.CharField(default="routed", index=True)
+    state = peewee.CharField(default="routed")
     payload = peewee.TextField(null=True)
     result = JSONField(null=True)
     attempts = peewee.IntegerField(default=0)
 
+    class Meta:
+        # The intake poller reads the oldest waiting rows; pruning the oldest routed ones.
+        indexes = ((("state", "received_at"), False),)
 
+
+# Indexes earlier versions made that the models no longer declare.
+RETIRED_INDEXES = ("webhookdelivery_state",)  # on state alone; now on (state, received_at)
 MODELS: list[type[BaseModel]] = [
     Installation,
     Project,
@@ -260,6 +266,8 @@ def create_schema() -> None:
             operations = [migrator.add_column(table, f.column_name, f) for f in missing]
             if operations:
                 migrate(*operations)
+        for index in RETIRED_INDEXES:
+            db.execute_sql(f'DROP INDEX IF EXISTS "{index}"')
 
 
 @contextmanager

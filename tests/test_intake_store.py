@@ -7,14 +7,17 @@ import json
 import multiprocessing
 import runpy
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import models
 from models import Deployment, WebhookDelivery, database
 from tasks.checkpoint import checkpoint_loop
-from tests.conftest import Service
+from tests.conftest import Service, require
 from tests.payloads import push_payload, sha_for
-from tests.services import ROOT
+from tests.services import ROOT, postgres_database, postgres_reachable
 
 
 def test_json_the_fast_parser_refuses_is_still_accepted(service: Service) -> None:
@@ -95,3 +98,76 @@ def test_gunicorn_workers_freeze_the_loaded_app() -> None:
     finally:
         gc.unfreeze()
     assert (ROOT / "Procfile").read_text().startswith("web: gunicorn --config gunicorn.conf.py ")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/prune.db"
+        return
+    require(postgres_reachable(), "PostgreSQL is not running on 127.0.0.1:5432 (see ../shared/INFRA.md)")
+    with postgres_database() as url:
+        yield url
+
+
+def test_routed_deliveries_are_forgotten_after_githubs_redelivery_window(database_url: str) -> None:
+    """Routed rows stay long enough to spot any redelivery GitHub can still make, then go; rows
+    still waiting or that failed to route stay."""
+    from datetime import timedelta
+
+    from core.timeutil import utcnow
+    from tasks.intake import KEEP_ROUTED, prune_deliveries
+
+    models.connect(database_url)
+    models.create_schema()
+    now = utcnow()
+    assert timedelta(days=7) <= KEEP_ROUTED  # GitHub Enterprise Server redelivers up to 7 days back
+    old, recent = now - KEEP_ROUTED - timedelta(minutes=1), now - KEEP_ROUTED + timedelta(minutes=1)
+    rows = [(f"old-{n}", "routed", old) for n in range(1203)]
+    rows += [("recent", "routed", recent), ("old-waiting", "received", old), ("old-failed", "failed", old)]
+    for delivery_id, state, received_at in rows:
+        WebhookDelivery.create(delivery_id=delivery_id, event="push", state=state, received_at=received_at)
+
+    assert prune_deliveries(now=now) == 1203
+    assert sorted(d.delivery_id for d in WebhookDelivery.select()) == ["old-failed", "old-waiting", "recent"]
+    assert prune_deliveries(now=now) == 0
+    database.close()
+
+
+def test_the_sweeper_prunes_deliveries(service: Service) -> None:
+    from datetime import timedelta
+
+    from core.timeutil import utcnow
+    from tasks.intake import KEEP_ROUTED
+    from tasks.sweeper import sweep
+
+    WebhookDelivery.create(
+        delivery_id="long-ago", event="push", state="routed", received_at=utcnow() - KEEP_ROUTED - timedelta(hours=1)
+    )
+    sweep()
+    assert WebhookDelivery.get_or_none(WebhookDelivery.delivery_id == "long-ago") is None
+
+
+def test_waiting_deliveries_are_found_by_an_index(tmp_path: Path) -> None:
+    """The poller's query (every 50 ms) and the pruning both read an index on (state, received_at),
+    not the whole table, and a database made before that index loses its old one on `state`."""
+    models.connect(f"sqlite:///{tmp_path}/index.db")
+    database.execute_sql(
+        'CREATE TABLE "webhook_delivery" ("delivery_id" VARCHAR(100) NOT NULL PRIMARY KEY, "event" VARCHAR(255) NOT NULL,'
+        ' "action" VARCHAR(255), "received_at" DATETIME NOT NULL, "state" VARCHAR(255) NOT NULL, "payload" TEXT,'
+        ' "result" TEXT, "attempts" INTEGER NOT NULL)'
+    )
+    database.execute_sql('CREATE INDEX "webhookdelivery_state" ON "webhook_delivery" ("state")')
+    models.create_schema()
+    indexes = {index.name: index.columns for index in database.get_indexes("webhook_delivery")}
+    assert ["state", "received_at"] in indexes.values()
+    assert "webhookdelivery_state" not in indexes
+
+    from tasks.intake import waiting_query
+
+    plan = " ".join(
+        str(row[-1])
+        for row in database.execute_sql("EXPLAIN QUERY PLAN " + waiting_query().sql()[0], waiting_query().sql()[1])
+    )
+    assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
