@@ -19,13 +19,16 @@ from __future__ import annotations
 import select
 from typing import Any
 
+import peewee
 import psycopg2.extensions
 from playhouse import db_url
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
-# Each process's connections: gunicorn's threads, the worker threads and the background loops
-# take one each; requests beyond these wait for one to come back, up to POOL_WAIT_SECONDS.
-POOL_MAX_CONNECTIONS = 32
+# Connections a process keeps open while no thread uses them: a burst of requests on werkzeug's
+# thread-per-request server must not leave a server process per request behind. Threads that run
+# for as long as the process (worker threads, loops) hold theirs and are not counted.
+POOL_MAX_IDLE = 8
+# With ?max_connections=N in the URL, a thread waits this long for a free connection.
 POOL_WAIT_SECONDS = 10
 # A pooled connection is opened again after this long, so that none lives for ever.
 POOL_STALE_SECONDS = 3600
@@ -43,11 +46,29 @@ def connection_lost(conn: Any) -> bool:
 
 
 class PooledPostgresDatabase(PooledPostgresqlDatabase):
-    """Connections kept in a pool between requests, replaced when they were lost."""
+    """Connections kept in a pool between requests, replaced when they were lost.
+
+    Unlike peewee's pool it sets no limit on connections in use by default (a thread that runs
+    for the process's life holds one), but it keeps at most POOL_MAX_IDLE idle ones."""
+
+    def __init__(self, database: str, *, max_idle: int = POOL_MAX_IDLE, **kwargs: Any) -> None:
+        self.max_idle = max_idle
+        super().__init__(database, **kwargs)
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        try:
+            return bool(super().connect(reuse_if_open))
+        except MaxConnectionsExceeded as error:
+            # A database error like any other: the webhook answers 503, a loop tries again.
+            raise peewee.OperationalError(f"no free database connection: {error}") from None
 
     def cursor(self, named_cursor: Any = None) -> Any:
         _replace_if_lost(self)
         return super().cursor(named_cursor)
+
+    def _close(self, conn: Any, close_conn: bool = False) -> None:
+        with self._pool_lock:
+            super()._close(conn, close_conn=close_conn or len(self._connections) >= self.max_idle)
 
     def _is_closed(self, conn: Any) -> bool:
         # peewee's own check asks the server (SELECT 1) at every check-out: a round trip per request.
@@ -75,12 +96,13 @@ def connect(url: str) -> PooledPostgresDatabase:
     """The database of a postgres:// or postgresql:// URL (+pool is accepted and means the same).
 
     Connections are pooled in every case: a new one costs the server a process and the request
-    some milliseconds. The URL's query may set max_connections, timeout and stale_timeout."""
+    some milliseconds. The URL's query may set max_connections (none by default), max_idle,
+    timeout and stale_timeout."""
     scheme, _, rest = url.partition("://")
     params: dict[str, Any] = db_url.parse(scheme.removesuffix("+pool") + "://" + rest)
     if not params.get("database"):
         raise ValueError(f"{url!r} names no database")
-    params.setdefault("max_connections", POOL_MAX_CONNECTIONS)
+    params.setdefault("max_connections", None)
     params.setdefault("timeout", POOL_WAIT_SECONDS)
     params.setdefault("stale_timeout", POOL_STALE_SECONDS)
     return PooledPostgresDatabase(**params)

@@ -347,3 +347,56 @@ def test_a_lost_connection_fails_its_transaction_and_the_next_statement_reconnec
     WebhookDelivery.create(delivery_id="on-a-new-connection", event="push", state="received")
     assert [d.delivery_id for d in WebhookDelivery.select()] == ["on-a-new-connection"]
     database.close()
+
+
+def test_a_burst_of_requests_leaves_few_idle_connections(postgres_url: str) -> None:
+    """werkzeug's server runs each request on a new thread: after a burst, the pool keeps only
+    POOL_MAX_IDLE connections open, not one per request; with ?max_connections=N set, a thread
+    that finds none free gets a database error (the webhook's 503), not a ValueError."""
+    import threading
+
+    import peewee
+    import psycopg2
+
+    from models import postgres
+
+    models.connect(postgres_url)
+    database = models.database
+    barrier = threading.Barrier(postgres.POOL_MAX_IDLE + 4)
+
+    def request() -> None:
+        database.execute_sql("SELECT 1")
+        barrier.wait(10)  # all hold a connection at once
+        database.close()
+
+    threads = [threading.Thread(target=request) for _ in range(barrier.parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    admin = psycopg2.connect(postgres_url)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert cursor.fetchone()[0] == postgres.POOL_MAX_IDLE
+    finally:
+        admin.close()
+
+    capped = postgres.connect(postgres_url + "?max_connections=1&timeout=1")
+    capped.execute_sql("SELECT 1")
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            capped.execute_sql("SELECT 1")
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], peewee.OperationalError), errors
+    capped.close_all()
+    database.close_all()
