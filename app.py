@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from bot import webhook
 from core.errors import ConfigError, DeployError
-from core.settings import Settings, describe
+from core.settings import Settings, database_problem, describe
 from models import database
 from tasks.bootstrap import bootstrap
 from tasks.broker import start_embedded_worker
@@ -123,7 +123,7 @@ def main() -> int:
         return 2
     except peewee.OperationalError as error:
         assert settings is not None
-        print(f"dyonisus: cannot open the database at DATABASE_URL={settings.database_url}: {error}", file=sys.stderr)
+        print(database_problem(settings, error), file=sys.stderr)
         return 2
     except DeployError as error:
         print(f"dyonisus: cannot start: {error}", file=sys.stderr)

@@ -21,13 +21,22 @@ def post_worker_init(worker: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """Check the settings once, in the master, before any worker loads the app: a bad one stops
-    gunicorn with the readable message `python app.py` gives, not a traceback from each worker."""
+    """Check the settings and the database once, in the master, before any worker loads the app:
+    a bad one stops gunicorn with the readable message `python app.py` gives, not a traceback
+    from each worker."""
+    import peewee
+
+    import models
     from core.errors import ConfigError
-    from core.settings import Settings
+    from core.settings import Settings, database_problem
 
     try:
-        Settings.from_env()
+        settings = Settings.from_env()
     except ConfigError as error:
         server.log.error("dyonisus: configuration error: %s", error)
+        raise SystemExit(2) from None
+    try:
+        models.check_reachable(settings.database_url)
+    except peewee.OperationalError as error:
+        server.log.error("%s", database_problem(settings, error))
         raise SystemExit(2) from None

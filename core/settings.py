@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from core.errors import ConfigError
 
@@ -73,7 +74,7 @@ def _url(name: str, raw: str, *, schemes: tuple[str, ...]) -> str:
     scheme = raw.partition("://")[0]
     if "://" not in raw or scheme not in schemes or not raw.partition("://")[2]:
         expected = " or ".join(f"{s}://…" for s in schemes)
-        raise ConfigError(f"{name} must be a URL like {expected}, got {raw!r}")
+        raise ConfigError(f"{name} must be a URL like {expected}, got {redact_url(raw)!r}")
     return raw
 
 
@@ -233,8 +234,22 @@ def _github_settings(env: Mapping[str, str]) -> dict[str, Any]:
     return {"github_app_id": app_id, "github_private_key": key, "github_webhook_secret": secret}
 
 
+POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+pool", "postgres+pool")
+# Options of a PostgreSQL DATABASE_URL's query that the connection pool reads (whole numbers);
+# any other option goes to the driver as a connection parameter (sslmode=require, …).
+POOL_OPTIONS = ("max_connections", "max_idle", "timeout", "stale_timeout")
+
+
 def _database_url(raw: str) -> str:
-    url = _url("DATABASE_URL", raw, schemes=("sqlite", "postgres", "postgresql", "postgresql+pool", "postgres+pool"))
+    scheme, _, rest = raw.partition("://")
+    if not rest or scheme not in ("sqlite", *POSTGRES_SCHEMES):
+        raise ConfigError(
+            f"DATABASE_URL must be a URL like sqlite:///dyonisus.db or postgresql://user@host/database, "
+            f"got {redact_url(raw)!r}"
+        )
+    if scheme in POSTGRES_SCHEMES:
+        return _postgres_url(raw)
+    url = raw
     if url.startswith("sqlite") and not url.startswith(("sqlite:///", "sqlite+pool:///")):
         raise ConfigError(
             f"DATABASE_URL for SQLite takes three slashes (sqlite:///relative.db) or four "
@@ -288,10 +303,35 @@ def _domain(raw: str) -> str:
     return domain
 
 
+def _postgres_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if not parts.path.strip("/"):
+        raise ConfigError(f"DATABASE_URL names no database: add it after the host, got {redact_url(raw)!r}")
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in POOL_OPTIONS and not value.isdigit():
+            raise ConfigError(f"DATABASE_URL option {name} must be a whole number, got {value!r}")
+    return raw
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ***: for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+
+
+def database_problem(settings: Settings, error: Exception) -> str:
+    """The start-up message for a database that cannot be opened."""
+    reason = str(error).strip().replace(settings.database_url, redact_url(settings.database_url))
+    return f"dyonisus: cannot open the database at DATABASE_URL={redact_url(settings.database_url)}: {reason}"
+
+
 def describe(settings: Settings) -> str:
     """A one-line summary for the start-up log (no secrets)."""
     parts = [
-        f"database={settings.database_url}",
+        f"database={redact_url(settings.database_url)}",
         f"storage={settings.storage_url}",
         f"queue={'redis' if settings.redis_url else 'in-process'}",
         f"github={settings.github_api_url}",

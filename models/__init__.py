@@ -232,17 +232,34 @@ MODELS: list[type[BaseModel]] = [
 
 def connect(url: str) -> peewee.Database:
     """Open the database named by DATABASE_URL and bind the models to it."""
+    db = _database(url)
+    database.initialize(db)
+    return db
+
+
+def check_reachable(url: str) -> None:
+    """Open the database once and close it again, binding nothing: peewee.OperationalError when
+    it cannot be opened. For a process that forks afterwards (gunicorn's master): no connection
+    of its own is left for the children to inherit."""
+    db = _database(url)
+    try:
+        db.execute_sql("SELECT 1")
+    finally:
+        close_all = getattr(db, "close_all", None)
+        db.close()
+        if close_all is not None:
+            close_all()  # the pool keeps what close() hands back
+
+
+def _database(url: str) -> peewee.Database:
     if url.startswith("sqlite"):
         # BEGIN IMMEDIATE: a transaction takes the write lock when it starts, waiting for it in
         # the busy handler. A deferred one that reads first cannot take it later if another
         # connection wrote meanwhile, and fails at once with `database is locked`.
-        db = db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
-    else:
-        from models import postgres
+        return db_url.connect(url, pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
+    from models import postgres
 
-        db = postgres.connect(url)
-    database.initialize(db)
-    return db
+    return postgres.connect(url)
 
 
 def checkpoint_wal() -> None:

@@ -62,6 +62,16 @@ def test_private_key_from_a_path(tmp_path: Path, rsa_key: tuple[str, str]) -> No
         ({"PREVIEW_DOMAIN": "bad domain!"}, "PREVIEW_DOMAIN must be a host name"),
         ({"DATABASE_URL": "sqlite://relative.db"}, "DATABASE_URL for SQLite takes three slashes"),
         ({"DATABASE_URL": "sqlite:///:memory:"}, "DATABASE_URL cannot be an in-memory SQLite database"),
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432"}, "DATABASE_URL names no database"),
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/"}, "DATABASE_URL names no database"),
+        (
+            {"DATABASE_URL": "postgresql://postgres@127.0.0.1/db?max_connections=abc"},
+            "DATABASE_URL option max_connections must be a whole number, got 'abc'",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://postgres@127.0.0.1/db?max_idle=-1"},
+            "DATABASE_URL option max_idle must be a whole number",
+        ),
         ({"DOCKER_HOST": "foo"}, "DOCKER_HOST must be a URL like unix://"),
         ({"ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY must be a Fernet key"),
         ({"GITHUB_APP_ID": "12"}, "GITHUB_PRIVATE_KEY, GITHUB_WEBHOOK_SECRET missing"),
@@ -94,8 +104,16 @@ def test_bad_setting_at_start_is_a_readable_message(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_gunicorn_stops_at_a_bad_setting_with_a_readable_message() -> None:
-    env = {**os.environ, "DATABASE_URL": "sqlite:///:memory:"}
+@pytest.mark.parametrize(
+    ("database_url", "message"),
+    [
+        ("sqlite:///:memory:", "dyonisus: configuration error: DATABASE_URL cannot be an in-memory SQLite database"),
+        ("sqlite:////nonexistent/folder/x.db", "dyonisus: cannot open the database at DATABASE_URL="),
+        ("postgresql://postgres:s3cret@127.0.0.1:1/none", "dyonisus: cannot open the database at DATABASE_URL="),
+    ],
+)
+def test_gunicorn_stops_at_a_bad_setting_with_a_readable_message(database_url: str, message: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("PORT", None)
     finished = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "app:create_app()"],
@@ -105,9 +123,10 @@ def test_gunicorn_stops_at_a_bad_setting_with_a_readable_message() -> None:
         text=True,
         timeout=60,
     )
-    assert finished.returncode == 2
-    assert "dyonisus: configuration error: DATABASE_URL cannot be an in-memory SQLite database" in finished.stderr
+    assert finished.returncode == 2, finished.stderr
+    assert message in finished.stderr
     assert "Traceback" not in finished.stderr
+    assert "s3cret" not in finished.stderr
 
 
 def test_github_web_address_follows_the_api() -> None:
@@ -128,6 +147,10 @@ def test_public_url_follows_port_when_unset() -> None:
     [
         ({"DATABASE_URL": "sqlite:////nonexistent/folder/x.db"}, "cannot open the database at DATABASE_URL="),
         ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"}, "cannot open the database at DATABASE_URL="),
+        (
+            {"DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1:1/none"},
+            "cannot open the database at DATABASE_URL=postgresql://postgres:***@127.0.0.1:1/none",
+        ),
         ({"HOST": "not-a-host.invalid", "PORT": "3999"}, "cannot listen on HOST=not-a-host.invalid PORT=3999"),
     ],
 )
@@ -143,3 +166,4 @@ def test_unusable_resources_at_start_are_readable_messages(tmp_path: Path, env: 
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr
