@@ -11,12 +11,16 @@ connection is replaced. A connection is lost when psycopg2 knows it is closed, o
 has written to it or closed it while it was idle: the server never writes unasked to an idle
 session of ours (the service does not LISTEN), but it does write the FATAL message it sends when
 it ends one. Checking costs a poll(2) with no wait, not a round trip. A connection lost in the
-middle of a transaction fails that transaction, as it must; the next one gets a new connection.
+middle of a transaction fails that transaction, as it must, COMMIT included (it is never sent on
+a new connection); the next unit of work gets a new connection.
 """
 
 from __future__ import annotations
 
 import select
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import peewee
@@ -29,7 +33,7 @@ from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 # for as long as the process (worker threads, loops) hold theirs and are not counted.
 POOL_MAX_IDLE = 8
 # With ?max_connections=N in the URL, a thread waits this long for a free connection.
-POOL_WAIT_SECONDS = 10
+POOL_WAIT_SECONDS = 2
 # A pooled connection is opened again after this long, so that none lives for ever.
 POOL_STALE_SECONDS = 3600
 
@@ -49,10 +53,12 @@ class PooledPostgresDatabase(PooledPostgresqlDatabase):
     """Connections kept in a pool between requests, replaced when they were lost.
 
     Unlike peewee's pool it sets no limit on connections in use by default (a thread that runs
-    for the process's life holds one), but it keeps at most POOL_MAX_IDLE idle ones."""
+    for the process's life holds one), keeps at most POOL_MAX_IDLE idle ones, and takes back the
+    connection of a thread that ended without closing it."""
 
     def __init__(self, database: str, *, max_idle: int = POOL_MAX_IDLE, **kwargs: Any) -> None:
-        self.max_idle = max_idle
+        self.max_idle = int(max_idle)
+        self._owners: dict[int, threading.Thread] = {}
         super().__init__(database, **kwargs)
 
     def connect(self, reuse_if_open: bool = False) -> bool:
@@ -63,11 +69,62 @@ class PooledPostgresDatabase(PooledPostgresqlDatabase):
             raise peewee.OperationalError(f"no free database connection: {error}") from None
 
     def cursor(self, named_cursor: Any = None) -> Any:
-        _replace_if_lost(self)
+        state = self._state
+        if not state.closed and not state.transactions and not _finishing(state) and connection_lost(state.conn):
+            ctx = state.ctx
+            self._drop_connection()
+            self.connect()
+            state.ctx = ctx  # connect() empties it; an open connection_context() still counts
         return super().cursor(named_cursor)
+
+    def commit(self) -> None:
+        state = self._state
+        if not state.closed and state.conn.closed:
+            # The transaction's own connection is gone, and the server rolled it back: COMMIT
+            # on a new connection would commit nothing and report success.
+            self._drop_connection()
+            raise peewee.OperationalError("the database connection was lost: the transaction was rolled back")
+        with _finishing_on(state):
+            super().commit()
+
+    def rollback(self) -> None:
+        state = self._state
+        if state.closed:
+            return  # dropped with its lost connection: the server rolled back already
+        if state.conn.closed:
+            self._drop_connection()
+            return
+        with _finishing_on(state):
+            super().rollback()
+
+    def _drop_connection(self) -> None:
+        """Forget this thread's lost connection, keeping any connection_context() count."""
+        state = self._state
+        with self._lock:
+            lost, ctx = state.conn, state.ctx
+            state.reset()
+            state.ctx = ctx
+            try:
+                self._discard(lost)
+            except psycopg2.Error:
+                pass  # it is gone either way
+
+    def _connect(self) -> Any:
+        with self._pool_lock:
+            self._reclaim_orphans()
+            conn = super()._connect()
+            self._owners[self.conn_key(conn)] = threading.current_thread()
+            return conn
+
+    def _reclaim_orphans(self) -> None:
+        """Close the connections of threads that ended holding one (peewee's pool keeps them)."""
+        for key, owner in list(self._owners.items()):
+            if not owner.is_alive() and key in self._in_use:
+                self._close(self._in_use[key].connection, close_conn=True)
 
     def _close(self, conn: Any, close_conn: bool = False) -> None:
         with self._pool_lock:
+            self._owners.pop(self.conn_key(conn), None)
             super()._close(conn, close_conn=close_conn or len(self._connections) >= self.max_idle)
 
     def _is_closed(self, conn: Any) -> bool:
@@ -78,18 +135,18 @@ class PooledPostgresDatabase(PooledPostgresqlDatabase):
         self._close(conn, close_conn=True)
 
 
-def _replace_if_lost(db: PooledPostgresDatabase) -> None:
-    state = db._state
-    if state.closed or state.transactions or not connection_lost(state.conn):
-        return
-    with db._lock:
-        lost = state.conn
-        state.reset()
-        try:
-            db._discard(lost)
-        except psycopg2.Error:
-            pass  # it is gone either way
-    db.connect()
+def _finishing(state: Any) -> bool:
+    return bool(getattr(state, "finishing", False))
+
+
+@contextmanager
+def _finishing_on(state: Any) -> Iterator[None]:
+    """While COMMIT or ROLLBACK is sent, the connection is never replaced under it."""
+    state.finishing = True
+    try:
+        yield
+    finally:
+        state.finishing = False
 
 
 def connect(url: str) -> PooledPostgresDatabase:

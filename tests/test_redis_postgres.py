@@ -400,3 +400,66 @@ def test_a_burst_of_requests_leaves_few_idle_connections(postgres_url: str) -> N
     assert len(errors) == 1 and isinstance(errors[0], peewee.OperationalError), errors
     capped.close_all()
     database.close_all()
+
+
+def _backends(database_url: str) -> int:
+    import psycopg2
+
+    admin = psycopg2.connect(database_url, connect_timeout=5)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return int(cursor.fetchone()[0])
+    finally:
+        admin.close()
+
+
+def test_a_thread_that_ends_without_closing_leaves_no_connection_behind(postgres_url: str) -> None:
+    """Threads that query and end (a build's heartbeat, werkzeug's request threads on an error
+    path) give their connection back when they are gone."""
+    import threading
+
+    from models import postgres
+
+    models.connect(postgres_url)
+    for _ in range(3 * postgres.POOL_MAX_IDLE):
+        thread = threading.Thread(target=lambda: models.database.execute_sql("SELECT 1"))
+        thread.start()
+        thread.join(10)
+    models.database.execute_sql("SELECT 1")  # a check-out reclaims what ended threads held
+    assert _backends(postgres_url) <= postgres.POOL_MAX_IDLE + 1
+    models.database.close_all()
+
+
+def test_a_transaction_whose_connection_was_lost_never_commits_on_a_new_one(postgres_url: str) -> None:
+    """Even when the error inside was caught, the block's COMMIT must not go to a fresh connection
+    (which would commit nothing and report success)."""
+    import peewee
+
+    models.connect(postgres_url)
+    models.create_schema()
+    database = models.database
+    with pytest.raises(peewee.OperationalError, match="lost"), database.atomic():
+        WebhookDelivery.create(delivery_id="written-first", event="push", state="routed")
+        assert _drop_connections(postgres_url) == 1
+        try:
+            WebhookDelivery.create(delivery_id="after-the-loss", event="push", state="routed")
+        except peewee.OperationalError:
+            pass
+    assert WebhookDelivery.select().count() == 0
+    WebhookDelivery.create(delivery_id="next", event="push", state="routed")
+    assert WebhookDelivery.select().count() == 1
+    database.close_all()
+
+
+def test_a_connection_replaced_inside_a_connection_context_closes_at_its_end(postgres_url: str) -> None:
+    models.connect(postgres_url)
+    database = models.database
+    with database.connection_context():
+        database.execute_sql("SELECT 1")
+        assert _drop_connections(postgres_url) == 1
+        database.execute_sql("SELECT 1")
+    assert database.is_closed()
+    database.close_all()
