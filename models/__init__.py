@@ -217,7 +217,7 @@ class WebhookDelivery(BaseModel):
 
 
 # Indexes earlier versions made that the models no longer declare.
-RETIRED_INDEXES = ("webhookdelivery_state",)  # on state alone; now on (state, received_at)
+RETIRED_INDEXES = ("webhook_delivery_state",)  # on state alone; now on (state, received_at)
 MODELS: list[type[BaseModel]] = [
     Installation,
     Project,
