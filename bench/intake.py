@@ -282,22 +282,34 @@ class _HTTPConnection:
 
     @staticmethod
     def _answer(sock: socket.socket) -> tuple[int, bool]:
+        """The status code and whether the connection stays open. Interim (1xx) answers are
+        skipped; an answer without Content-Length runs to the end of the connection."""
         data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return 0, False
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        code = int(lines[0].split()[1])
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return 0, False
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            try:
+                code = int(lines[0].split()[1])
+            except (IndexError, ValueError):
+                return 0, False  # not HTTP: count it as no answer and connect again
+            if not 100 <= code < 200:
+                break
         fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
-        length = int(fields.get("content-length", "0"))
-        while len(rest) < length:
+        if "content-length" not in fields:
+            while sock.recv(65536):
+                pass
+            return code, False
+        length = int(fields["content-length"])
+        while len(data) < length:
             chunk = sock.recv(65536)
             if not chunk:
                 return code, False
-            rest += chunk
+            data += chunk
         return code, fields.get("connection", "").lower() != "close"
 
     def close(self) -> None:
