@@ -121,7 +121,7 @@ def main() -> int:
         assert settings is not None
         print(f"dyonisus: cannot listen on HOST={settings.host} PORT={settings.port}: {error}", file=sys.stderr)
         return 2
-    except peewee.OperationalError as error:
+    except (peewee.DatabaseError, peewee.InterfaceError) as error:
         assert settings is not None
         print(database_problem(settings, error), file=sys.stderr)
         return 2

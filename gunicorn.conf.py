@@ -37,6 +37,6 @@ def on_starting(server: Any) -> None:
         raise SystemExit(2) from None
     try:
         models.check_reachable(settings.database_url)
-    except peewee.OperationalError as error:
+    except (peewee.DatabaseError, peewee.InterfaceError) as error:
         server.log.error("%s", database_problem(settings, error))
         raise SystemExit(2) from None

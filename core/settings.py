@@ -305,6 +305,10 @@ def _domain(raw: str) -> str:
 
 def _postgres_url(raw: str) -> str:
     parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 (reading it checks it)
+    except ValueError as error:
+        raise ConfigError(f"DATABASE_URL has a bad port ({error}), got {redact_url(raw)!r}") from None
     if not parts.path.strip("/"):
         raise ConfigError(f"DATABASE_URL names no database: add it after the host, got {redact_url(raw)!r}")
     for name, value in parse_qsl(parts.query, keep_blank_values=True):

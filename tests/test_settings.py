@@ -72,6 +72,7 @@ def test_private_key_from_a_path(tmp_path: Path, rsa_key: tuple[str, str]) -> No
             {"DATABASE_URL": "postgresql://postgres@127.0.0.1/db?max_idle=-1"},
             "DATABASE_URL option max_idle must be a whole number",
         ),
+        ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:99999/db"}, "DATABASE_URL has a bad port"),
         ({"DOCKER_HOST": "foo"}, "DOCKER_HOST must be a URL like unix://"),
         ({"ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY must be a Fernet key"),
         ({"GITHUB_APP_ID": "12"}, "GITHUB_PRIVATE_KEY, GITHUB_WEBHOOK_SECRET missing"),
@@ -150,6 +151,10 @@ def test_public_url_follows_port_when_unset() -> None:
         (
             {"DATABASE_URL": "postgresql://postgres:s3cret@127.0.0.1:1/none"},
             "cannot open the database at DATABASE_URL=postgresql://postgres:***@127.0.0.1:1/none",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none?no_such_option=1"},
+            "cannot open the database at DATABASE_URL=",
         ),
         ({"HOST": "not-a-host.invalid", "PORT": "3999"}, "cannot listen on HOST=not-a-host.invalid PORT=3999"),
     ],
