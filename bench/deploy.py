@@ -1,7 +1,7 @@
 """Deploy latency for create-vite's template-vanilla: push → first `pending` status, and push → `success`
 against the same npm install + npm run build + packing run by hand, in the same run.
 
-    python bench/deploy.py [--runs 5]
+    python3 bench/deploy.py [--runs 5]
 
 The service runs with its embedded defaults (in-process worker, SQLite, a local storage folder) behind
 a loopback HTTP server, and talks to the fake GitHub of the tests (tests/fakegithub.py) on loopback;

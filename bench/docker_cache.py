@@ -1,6 +1,6 @@
 """Layer cache: a rebuild of an unchanged Dockerfile against the time of its first build.
 
-    python bench/docker_cache.py [--save] [--rounds 3]
+    python3 bench/docker_cache.py [--save] [--rounds 3]
 
 Starts its own engine and registry on loopback as the tests do (tests/dockerinfra.py), then runs
 the Docker builder twice on the same source: the first build runs every step, the second finds

@@ -1,6 +1,6 @@
 """Webhook intake: signed ~8 KB push deliveries against the service under gunicorn, beside a bare endpoint.
 
-    python bench/intake.py [--requests 2000] [--rounds 6] [--concurrency 8]
+    python3 bench/intake.py [--requests 2000] [--rounds 6] [--concurrency 8] [--client socket|httpx] [--postgres]
 
 Both apps run under the same gunicorn settings as the Procfile's web process (its gunicorn.conf.py,
 2 workers, 4 threads). The service has REDIS_URL set, so it only stores the deliveries (no worker
