@@ -28,7 +28,7 @@ from builders.unpack import unpack_source
 from core.errors import BuildFailed, BuildSkipped, ConfigError, GitHubError, InfrastructureError
 from core.settings import Settings
 from core.timeutil import utcnow
-from models import Deployment, DeploymentStatus, lease_expiry
+from models import Deployment, DeploymentStatus, database, lease_expiry
 from tasks.runtime import Runtime
 from web.urls import details_url, preview_url
 
@@ -93,16 +93,23 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        while not self._done.wait(HEARTBEAT_SECONDS):
-            try:
-                Deployment.update(lease_until=lease_expiry(LEASE_SECONDS)).where(
-                    _holds(self.deployment_id, self.worker_id)
-                ).execute()
-                row = Deployment.select(Deployment.cancel_requested).where(Deployment.id == self.deployment_id).first()
-                if row is None or row.cancel_requested:
-                    self.cancelled.set()
-            except Exception:
-                log.exception("heartbeat of %s failed", self.deployment_id)
+        try:
+            while not self._done.wait(HEARTBEAT_SECONDS):
+                try:
+                    Deployment.update(lease_until=lease_expiry(LEASE_SECONDS)).where(
+                        _holds(self.deployment_id, self.worker_id)
+                    ).execute()
+                    row = (
+                        Deployment.select(Deployment.cancel_requested)
+                        .where(Deployment.id == self.deployment_id)
+                        .first()
+                    )
+                    if row is None or row.cancel_requested:
+                        self.cancelled.set()
+                except Exception:
+                    log.exception("heartbeat of %s failed", self.deployment_id)
+        finally:
+            database.close()  # the thread ends: its connection goes back now, not when the pool notices
 
 
 def base_report(runtime: Runtime, deployment: Deployment) -> reporting.Report:
