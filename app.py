@@ -14,10 +14,10 @@ from werkzeug.exceptions import HTTPException
 
 from bot import webhook
 from core.errors import ConfigError, DeployError
-from core.settings import Settings, database_problem, describe
+from core.settings import Settings, database_problem, describe, redact_url
 from models import database
 from tasks.bootstrap import bootstrap
-from tasks.broker import start_embedded_worker
+from tasks.broker import redis_problem, start_embedded_worker
 from tasks.checkpoint import checkpoint_loop
 from tasks.deploy import recover_deployments
 from tasks.intake import intake_loop
@@ -131,6 +131,18 @@ def main() -> int:
     log.info("starting on http://%s:%d (%s)", settings.host, settings.port, describe(settings))
     if not settings.github_configured:
         log.warning("no GitHub App is configured yet: see %s/ for how to register one", settings.public_url)
+    if settings.redis_url:
+        log.info(
+            "REDIS_URL is set, so no worker runs in this process: deliveries are stored here and "
+            "routed and built by `dramatiq tasks.worker` processes (the Procfile's worker)"
+        )
+        problem = redis_problem(settings.redis_url)
+        if problem:
+            log.warning(
+                "REDIS_URL=%s cannot be reached (%s): deliveries are still stored, and are built once it answers",
+                redact_url(settings.redis_url),
+                problem,
+            )
     try:
         from werkzeug.serving import run_simple
 

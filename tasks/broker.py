@@ -44,3 +44,17 @@ def start_embedded_worker(broker: dramatiq.Broker, *, threads: int) -> dramatiq.
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return worker
+
+
+def redis_problem(url: str) -> str | None:
+    """Why Redis at url does not answer a PING within two seconds; None when it does."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        return str(error) or type(error).__name__
+    finally:
+        client.close()
+    return None

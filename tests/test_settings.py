@@ -172,3 +172,43 @@ def test_unusable_resources_at_start_are_readable_messages(tmp_path: Path, env: 
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert "s3cret" not in result.stderr
+
+
+def test_a_web_process_on_redis_says_where_builds_run_and_whether_redis_answers(tmp_path: Path) -> None:
+    """With REDIS_URL set, `python3 app.py` runs no worker; with Redis away, nothing would build."""
+    import threading
+    import time
+
+    from tests.services import free_ports
+
+    app_port, redis_port = free_ports(2)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PORT": str(app_port),
+            "HOST": "127.0.0.1",
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "REDIS_URL": f"redis://:hunter2@127.0.0.1:{redis_port}/0",
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    assert process.stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stderr.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("cannot be reached" in line for line in lines):
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        reader.join(10)
+        process.stderr.close()
+    text = "".join(lines)
+    assert "no worker runs in this process" in text and "dramatiq tasks.worker" in text, text
+    assert f"REDIS_URL=redis://:***@127.0.0.1:{redis_port}/0 cannot be reached" in text, text
+    assert "hunter2" not in text
