@@ -62,28 +62,37 @@ class PooledPostgresDatabase(PooledPostgresqlDatabase):
         super().__init__(database, **kwargs)
 
     def connect(self, reuse_if_open: bool = False) -> bool:
+        state = self._state
+        ctx = state.ctx
         try:
             return bool(super().connect(reuse_if_open))
         except MaxConnectionsExceeded as error:
             # A database error like any other: the webhook answers 503, a loop tries again.
             raise peewee.OperationalError(f"no free database connection: {error}") from None
+        finally:
+            state.ctx = ctx  # peewee empties it; an open connection_context() still counts
 
     def cursor(self, named_cursor: Any = None) -> Any:
         state = self._state
         if not state.closed and not state.transactions and not _finishing(state) and connection_lost(state.conn):
-            ctx = state.ctx
             self._drop_connection()
             self.connect()
-            state.ctx = ctx  # connect() empties it; an open connection_context() still counts
         return super().cursor(named_cursor)
 
     def commit(self) -> None:
         state = self._state
-        if not state.closed and state.conn.closed:
+        conn = None if state.closed else state.conn
+        if conn is not None and conn.closed:
             # The transaction's own connection is gone, and the server rolled it back: COMMIT
-            # on a new connection would commit nothing and report success.
-            self._drop_connection()
+            # on a new connection would commit nothing and report success. Inside the block
+            # the lost connection stays, so that what follows in it fails too.
+            if not state.transactions:
+                self._drop_connection()
             raise peewee.OperationalError("the database connection was lost: the transaction was rolled back")
+        if conn is not None and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_INERROR:
+            raise peewee.OperationalError(
+                "the transaction failed (an error inside it was caught): PostgreSQL rolls it back at COMMIT"
+            )
         with _finishing_on(state):
             super().commit()
 
@@ -91,11 +100,18 @@ class PooledPostgresDatabase(PooledPostgresqlDatabase):
         state = self._state
         if state.closed:
             return  # dropped with its lost connection: the server rolled back already
-        if state.conn.closed:
+        if not state.conn.closed:
+            try:
+                with _finishing_on(state):
+                    super().rollback()
+                return
+            except (peewee.OperationalError, peewee.InterfaceError):
+                if not state.conn.closed:
+                    raise
+        # The connection is gone, and with it the transaction: the error that led here (the
+        # block's own) is the one to see, not the failed ROLLBACK's.
+        if not state.transactions:
             self._drop_connection()
-            return
-        with _finishing_on(state):
-            super().rollback()
 
     def _drop_connection(self) -> None:
         """Forget this thread's lost connection, keeping any connection_context() count."""
@@ -156,7 +172,9 @@ def connect(url: str) -> PooledPostgresDatabase:
     some milliseconds. The URL's query may set max_connections (none by default), max_idle,
     timeout and stale_timeout."""
     scheme, _, rest = url.partition("://")
-    params: dict[str, Any] = db_url.parse(scheme.removesuffix("+pool") + "://" + rest)
+    params: dict[str, Any] = db_url.parse(
+        scheme.removesuffix("+pool") + "://" + rest, unquote_user=True, unquote_password=True
+    )
     if not params.get("database"):
         raise ValueError(f"{url!r} names no database")
     params.setdefault("max_connections", None)
