@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from core.errors import ConfigError
 
@@ -318,12 +319,21 @@ def _postgres_url(raw: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password, if any, replaced by ***: for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with its password, if any, replaced by ***: for messages and logs.
+
+    Read more loosely than a URL parser would, so that a password holding an unencoded `/`, `?`,
+    `#` or `@` is hidden too: everything before the last `@` is the user part, and a password
+    given as a query option (`?password=…`) is hidden as well."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
         return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
+    userinfo, at, after = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{after}"
+    return scheme + "://" + _SECRET_OPTION.sub(r"\1=***", rest)
+
+
+_SECRET_OPTION = re.compile(r"(?i)((?:^|[?&;])(?:ssl)?password)=[^&#]*")
 
 
 def database_problem(settings: Settings, error: Exception) -> str:

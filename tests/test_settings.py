@@ -212,3 +212,31 @@ def test_a_web_process_on_redis_says_where_builds_run_and_whether_redis_answers(
     assert "no worker runs in this process" in text and "dramatiq tasks.worker" in text, text
     assert f"REDIS_URL=redis://:***@127.0.0.1:{redis_port}/0 cannot be reached" in text, text
     assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user:top/secret@db.example.com/app",
+        "postgresql://user:se#cret@db.example.com/app",
+        "postgresql://user:1234/5678@db.example.com/app",
+        "postgresql://user:p@ss:w@rd@db.example.com/app",
+        "postgresql://user:p%40ss@[::1]:5432/app",
+        "postgresql://db.example.com/app?password=s3cret&sslmode=require",
+        "redis://:secret@127.0.0.1:6379/0",
+    ],
+)
+def test_no_password_reaches_a_message_or_the_start_line(url: str) -> None:
+    from core.settings import describe, redact_url
+
+    secrets = ("secret", "s3cret", "5678", "w@rd", "p%40ss", "cret")
+    shown = redact_url(url)
+    assert not any(secret in shown for secret in secrets), shown
+    assert "***" in shown
+    if url.startswith("postgresql"):
+        try:
+            settings = Settings.from_env({"DATABASE_URL": url}, dotenv=None)
+        except ConfigError as error:
+            assert not any(secret in str(error) for secret in secrets), error
+        else:
+            assert not any(secret in describe(settings) for secret in secrets), describe(settings)
