@@ -239,6 +239,18 @@ POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+pool", "postgres+pool"
 # Options of a PostgreSQL DATABASE_URL's query that the connection pool reads (whole numbers);
 # any other option goes to the driver as a connection parameter (sslmode=require, …).
 POOL_OPTIONS = ("max_connections", "max_idle", "timeout", "stale_timeout")
+# Options peewee itself would read from the query: the service decides those.
+REFUSED_OPTIONS = (
+    "thread_safe",
+    "autorollback",
+    "autocommit",
+    "autoconnect",
+    "field_types",
+    "operations",
+    "register_unicode",
+    "encoding",
+    "isolation_level",
+)
 
 
 def _database_url(raw: str) -> str:
@@ -313,6 +325,11 @@ def _postgres_url(raw: str) -> str:
     if not parts.path.strip("/"):
         raise ConfigError(f"DATABASE_URL names no database: add it after the host, got {redact_url(raw)!r}")
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in REFUSED_OPTIONS:
+            raise ConfigError(
+                f"DATABASE_URL option {name} is not one the service takes: the query may hold "
+                f"{', '.join(POOL_OPTIONS)} and the driver's connection parameters (sslmode=…)"
+            )
         if name in POOL_OPTIONS and not value.isdigit():
             raise ConfigError(f"DATABASE_URL option {name} must be a whole number, got {value!r}")
     return raw

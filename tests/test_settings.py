@@ -73,6 +73,14 @@ def test_private_key_from_a_path(tmp_path: Path, rsa_key: tuple[str, str]) -> No
             "DATABASE_URL option max_idle must be a whole number",
         ),
         ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:99999/db"}, "DATABASE_URL has a bad port"),
+        (
+            {"DATABASE_URL": "postgresql://postgres@127.0.0.1/db?isolation_level=bogus"},
+            "DATABASE_URL option isolation_level is not one the service takes",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://postgres@127.0.0.1/db?thread_safe=false"},
+            "DATABASE_URL option thread_safe is not one the service takes",
+        ),
         ({"DOCKER_HOST": "foo"}, "DOCKER_HOST must be a URL like unix://"),
         ({"ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY must be a Fernet key"),
         ({"GITHUB_APP_ID": "12"}, "GITHUB_PRIVATE_KEY, GITHUB_WEBHOOK_SECRET missing"),
