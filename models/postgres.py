@@ -176,7 +176,7 @@ def connect(url: str) -> PooledPostgresDatabase:
         scheme.removesuffix("+pool") + "://" + rest, unquote_user=True, unquote_password=True
     )
     if not params.get("database"):
-        raise ValueError(f"{url!r} names no database")
+        raise ValueError("the PostgreSQL URL names no database")
     params.setdefault("max_connections", None)
     params.setdefault("timeout", POOL_WAIT_SECONDS)
     params.setdefault("stale_timeout", POOL_STALE_SECONDS)
