@@ -16,6 +16,9 @@ _statements: dict[type[peewee.Database], str] = {}
 def store(params: Sequence[Any]) -> bool:
     """Store one delivery (values in COLUMNS order); False when its id is stored already.
 
+    A delivery that is stored as `failed` (its routing failed every attempt) is taken again:
+    GitHub's redelivery keeps the X-GitHub-Delivery, and is the way to retry it.
+
     The INSERT is its own transaction. On SQLite, concurrent ones (other request threads, other
     web processes) wait in SQLite's busy handler: a lock of ours held around it would make them
     wait for a holder that is itself waiting for its interpreter lock."""
@@ -23,15 +26,25 @@ def store(params: Sequence[Any]) -> bool:
 
 
 def _statement() -> str:
-    """INSERT … ON CONFLICT DO NOTHING, written out once per kind of database: building it with
-    the query builder costs more than running it. The same text for SQLite and PostgreSQL but for
-    the parameter marks."""
+    """INSERT … ON CONFLICT, written out once per kind of database: building it with the query
+    builder costs more than running it. The same text for SQLite and PostgreSQL but for the
+    parameter marks. A conflict changes nothing, unless the stored row is `failed`: then the
+    delivery starts over, as received."""
     kind = type(database.obj)
     statement = _statements.get(kind)
     if statement is None:
-        columns = ", ".join(f'"{WebhookDelivery._meta.fields[name].column_name}"' for name in COLUMNS)
+        fields = WebhookDelivery._meta.fields
+        columns = ", ".join(f'"{fields[name].column_name}"' for name in COLUMNS)
         marks = ", ".join(database.obj.param for _ in COLUMNS)
         table = WebhookDelivery._meta.table_name
-        statement = f'INSERT INTO "{table}" ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING'
+        again = ", ".join(
+            f'"{fields[name].column_name}" = excluded."{fields[name].column_name}"'
+            for name in COLUMNS
+            if name != "delivery_id"
+        )
+        statement = (
+            f'INSERT INTO "{table}" ({columns}) VALUES ({marks}) ON CONFLICT ("delivery_id") '
+            f'DO UPDATE SET {again}, "result" = NULL WHERE "{table}"."state" = \'failed\''
+        )
         _statements[kind] = statement
     return statement

@@ -35,9 +35,9 @@ def route_waiting(*, limit: int = BATCH) -> int:
     for row in rows:
         try:
             route(row.delivery_id)
-        except Exception:
+        except Exception as error:
             log.exception("routing delivery %s failed", row.delivery_id)
-            _failed_attempt(row.delivery_id)
+            _failed_attempt(row.delivery_id, error)
     return len(rows)
 
 
@@ -74,13 +74,35 @@ def prune_deliveries(*, now: datetime | None = None, batches: int = PRUNE_BATCHE
     return pruned
 
 
-def _failed_attempt(delivery_id: str) -> None:
+def failed_deliveries(limit: int = 20) -> list[WebhookDelivery]:
+    """Deliveries that could not be routed, newest first, for the home page."""
+    return list(
+        WebhookDelivery.select(
+            WebhookDelivery.delivery_id,
+            WebhookDelivery.event,
+            WebhookDelivery.action,
+            WebhookDelivery.received_at,
+            WebhookDelivery.attempts,
+            WebhookDelivery.result,
+        )
+        .where(WebhookDelivery.state == "failed")
+        .order_by(WebhookDelivery.received_at.desc())
+        .limit(limit)
+    )
+
+
+def _failed_attempt(delivery_id: str, error: Exception) -> None:
+    """Count a failed attempt and keep its reason; after MAX_ATTEMPTS the delivery is `failed`
+    (its payload kept), which the home page lists and a redelivery from GitHub starts over."""
     row = WebhookDelivery.get_or_none(WebhookDelivery.delivery_id == delivery_id)
     if row is None:
         return
     attempts = row.attempts + 1
     state = "failed" if attempts >= MAX_ATTEMPTS else row.state
-    WebhookDelivery.update(attempts=attempts, state=state).where(WebhookDelivery.delivery_id == delivery_id).execute()
+    reason = f"{type(error).__name__}: {error}"[:1000]
+    WebhookDelivery.update(attempts=attempts, state=state, result={"error": reason}).where(
+        WebhookDelivery.delivery_id == delivery_id
+    ).execute()
 
 
 def intake_loop() -> Loop:

@@ -186,3 +186,57 @@ def test_waiting_deliveries_are_found_by_an_index(database_url: str) -> None:
         assert "INDEX webhook_delivery_state_received_at" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
     database.close()
+
+
+def test_a_delivery_that_cannot_be_routed_is_shown_and_can_be_redelivered(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery whose routing keeps failing ends `failed`, with the reason on the home page;
+    once the cause is gone, GitHub's redelivery (same X-GitHub-Delivery) routes and builds it
+    instead of being answered as a duplicate."""
+    from bot import webhook
+    from tests.conftest import routed, wait_for
+
+    sha = sha_for("cannot be routed")
+    service.fake.add_tarball("Codertocat/Hello-World", sha, {"index.html": "<h1>at last</h1>"})
+    dispatch = webhook.ROUTER.dispatch
+
+    def broken(event: object) -> object:
+        raise RuntimeError("the router broke")
+
+    monkeypatch.setattr(webhook.ROUTER, "dispatch", broken)
+    first = service.send("push", push_payload(sha), delivery="stuck-delivery", route=False)
+    assert first.status_code == 202
+    wait_for(lambda: WebhookDelivery.get_by_id("stuck-delivery").state == "failed")
+    assert Deployment.select().count() == 0
+    with service.http() as client:
+        home = client.get("/").text
+    assert "stuck-delivery" in home and "RuntimeError: the router broke" in home
+
+    monkeypatch.setattr(webhook.ROUTER, "dispatch", dispatch)
+    again = service.send("push", push_payload(sha), delivery="stuck-delivery", route=False)
+    assert again.status_code == 202, again.text
+    (deployment_id,) = routed(again).json()["deployments"]
+    assert service.wait(deployment_id)["status"] == "READY"
+    repeat = service.send("push", push_payload(sha), delivery="stuck-delivery", route=False)
+    assert repeat.status_code == 200 and repeat.json()["duplicate"] is True
+    with service.http() as client:
+        assert "stuck-delivery" not in client.get("/").text
+
+
+def test_only_a_failed_delivery_is_taken_again(database_url: str) -> None:
+    from bot import deliveries
+
+    models.connect(database_url)
+    models.create_schema()
+    for state in ("received", "routed", "failed"):
+        WebhookDelivery.create(delivery_id=state, event="push", state=state, attempts=5, result={"error": "x"})
+    again = {
+        state: deliveries.store((state, "push", None, "2026-12-03 10:00:00", "received", '{"new": true}', 0))
+        for state in ("received", "routed", "failed", "new")
+    }
+    assert again == {"received": False, "routed": False, "failed": True, "new": True}
+    revived = WebhookDelivery.get_by_id("failed")
+    assert (revived.state, revived.attempts, revived.result, revived.payload) == ("received", 0, None, '{"new": true}')
+    assert WebhookDelivery.get_by_id("routed").state == "routed"
+    database.close()

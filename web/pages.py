@@ -7,6 +7,7 @@ from flask import Blueprint, abort, current_app, render_template
 from core.errors import StorageError
 from core.settings import Settings
 from models import Deployment, Project
+from tasks.intake import failed_deliveries
 from tasks.runtime import current
 from web.urls import preview_url
 
@@ -19,7 +20,9 @@ LOG_PAGE_LIMIT = 2 * 1024 * 1024
 def home() -> str:
     settings: Settings = current_app.config["SETTINGS"]
     recent = Deployment.select(Deployment, Project).join(Project).order_by(Deployment.created_at.desc()).limit(RECENT)
-    return render_template("home.html", settings=settings, deployments=list(recent))
+    return render_template(
+        "home.html", settings=settings, deployments=list(recent), failed_deliveries=failed_deliveries()
+    )
 
 
 def _log_text(deployment: Deployment) -> str | None:
