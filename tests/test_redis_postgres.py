@@ -296,15 +296,7 @@ def test_embedded_service_recovers_when_postgres_drops_its_connections(
     assert service.wait(first, timeout=60)["status"] == "READY"
     assert _drop_connections(postgres_url) > 0
 
-    sha = sha_for("after the restart")
-    service.fake.add_tarball(REPO, sha, tiny_site("After the restart"))
-    deadline = time.monotonic() + 30
-    while (answer := service.send("push", push_payload(sha), route=False)).status_code == 503:
-        # The web request that finds its connection dead answers 503 (GitHub can redeliver).
-        assert time.monotonic() < deadline, answer.text
-        time.sleep(0.2)
-    assert answer.status_code == 202, answer.text
-    (deployment_id,) = routed(answer).json()["deployments"]
+    deployment_id = _push_after_the_restart(service, sha_for("after the restart"))
     assert service.wait(deployment_id, timeout=60)["status"] == "READY"
     assert "After the restart" in service.preview(deployment_id).text
 
@@ -317,15 +309,21 @@ def test_worker_process_recovers_when_postgres_drops_its_connections(
     assert _wait(web, first, worker)["status"] == "READY"
     assert _drop_connections(web.settings.database_url) > 0
 
-    sha = sha_for("worker after the restart")
-    web.fake.add_tarball(REPO, sha, tiny_site("After the restart"))
+    deployment_id = _push_after_the_restart(web, sha_for("worker after the restart"))
+    assert _wait(web, deployment_id, worker)["status"] == "READY"
+
+
+def _push_after_the_restart(service: Service, sha: str) -> str:
+    """Push sha once the service takes deliveries again; the new deployment's id."""
+    service.fake.add_tarball(REPO, sha, tiny_site("After the restart"))
     deadline = time.monotonic() + 30
-    while (answer := web.send("push", push_payload(sha), route=False)).status_code == 503:
+    while (answer := service.send("push", push_payload(sha), route=False)).status_code == 503:
+        # A web request that finds its connection dead answers 503 (GitHub can redeliver).
         assert time.monotonic() < deadline, answer.text
         time.sleep(0.2)
     assert answer.status_code == 202, answer.text
     (deployment_id,) = routed(answer).json()["deployments"]
-    assert _wait(web, deployment_id, worker)["status"] == "READY"
+    return str(deployment_id)
 
 
 def test_a_lost_connection_fails_its_transaction_and_the_next_statement_reconnects(postgres_url: str) -> None:
