@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from bot import webhook
 from core.errors import ConfigError, DeployError
 from core.settings import Settings, database_problem, describe, redact_url
-from models import database
+from models import DATABASE_ERRORS, database
 from tasks.bootstrap import bootstrap
 from tasks.broker import redis_problem, start_embedded_worker
 from tasks.checkpoint import checkpoint_loop
@@ -121,7 +121,7 @@ def main() -> int:
         assert settings is not None
         print(f"dyonisus: cannot listen on HOST={settings.host} PORT={settings.port}: {error}", file=sys.stderr)
         return 2
-    except (peewee.DatabaseError, peewee.InterfaceError) as error:
+    except DATABASE_ERRORS as error:
         assert settings is not None
         print(database_problem(settings, error), file=sys.stderr)
         return 2

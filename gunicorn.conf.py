@@ -24,8 +24,6 @@ def on_starting(server: Any) -> None:
     """Check the settings and the database once, in the master, before any worker loads the app:
     a bad one stops gunicorn with the readable message `python app.py` gives, not a traceback
     from each worker."""
-    import peewee
-
     import models
     from core.errors import ConfigError
     from core.settings import Settings, database_problem
@@ -37,6 +35,6 @@ def on_starting(server: Any) -> None:
         raise SystemExit(2) from None
     try:
         models.check_reachable(settings.database_url)
-    except (peewee.DatabaseError, peewee.InterfaceError) as error:
+    except models.DATABASE_ERRORS as error:
         server.log.error("%s", database_problem(settings, error))
         raise SystemExit(2) from None

@@ -262,18 +262,17 @@ def _database_url(raw: str) -> str:
         )
     if scheme in POSTGRES_SCHEMES:
         return _postgres_url(raw)
-    url = raw
-    if url.startswith("sqlite") and not url.startswith(("sqlite:///", "sqlite+pool:///")):
+    if not raw.startswith("sqlite:///"):
         raise ConfigError(
             f"DATABASE_URL for SQLite takes three slashes (sqlite:///relative.db) or four "
             f"(sqlite:////abs/path.db), got {raw!r}"
         )
-    if url.startswith("sqlite") and ":memory:" in url:
+    if ":memory:" in raw:
         raise ConfigError(
             "DATABASE_URL cannot be an in-memory SQLite database: its deployments would be lost at "
             "exit, and each thread would see a database of its own; name a file (sqlite:///dyonisus.db)"
         )
-    return url
+    return raw
 
 
 def _docker_host(raw: str) -> str | None:

@@ -237,10 +237,15 @@ def connect(url: str) -> peewee.Database:
     return db
 
 
+# What opening a database that cannot be used raises: a refused or failed connection, a
+# parameter the driver rejects, a connection the driver finds closed.
+DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+
+
 def check_reachable(url: str) -> None:
-    """Open the database once and close it again, binding nothing: peewee.OperationalError when
-    it cannot be opened. For a process that forks afterwards (gunicorn's master): no connection
-    of its own is left for the children to inherit."""
+    """Open the database once and close it again, binding nothing: one of DATABASE_ERRORS when it
+    cannot be opened. For a process that forks afterwards (gunicorn's master): no connection of
+    its own is left for the children to inherit."""
     db = _database(url)
     try:
         db.execute_sql("SELECT 1")
@@ -264,10 +269,10 @@ def _database(url: str) -> peewee.Database:
 
 def checkpoint_wal() -> None:
     """Copy what the SQLite write-ahead log holds into the database file, without waiting for
-    readers or writers (a PASSIVE checkpoint), so that no request's commit has to."""
-    if isinstance(database.obj, peewee.SqliteDatabase):
-        # The calling thread keeps its connection: closing the last one would checkpoint again.
-        database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    readers or writers (a PASSIVE checkpoint), so that no request's commit has to. SQLite only:
+    tasks.checkpoint runs it when the database is SQLite."""
+    # The calling thread keeps its connection: closing the last one would checkpoint again.
+    database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def create_schema() -> None:

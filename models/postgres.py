@@ -145,7 +145,7 @@ class PooledPostgresDatabase(PooledPostgresqlDatabase):
 
     def _is_closed(self, conn: Any) -> bool:
         # peewee's own check asks the server (SELECT 1) at every check-out: a round trip per request.
-        return bool(connection_lost(conn))
+        return connection_lost(conn)
 
     def _discard(self, conn: Any) -> None:
         self._close(conn, close_conn=True)
